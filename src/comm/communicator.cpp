@@ -1,0 +1,150 @@
+#include "h2tune/comm/communicator.h"
+
+#include <mpi.h>
+
+#include <limits>
+
+#include "h2tune/core/error.h"
+
+namespace h2tune {
+
+namespace {
+MPI_Comm& as_comm(void*& handle) { return *reinterpret_cast<MPI_Comm*>(&handle); }
+MPI_Comm as_comm(void* const& handle) { return *reinterpret_cast<MPI_Comm const*>(&handle); }
+static_assert(sizeof(MPI_Comm) <= sizeof(void*), "MPI_Comm must fit in a pointer-sized handle");
+
+int checked_count(size_t n) {
+    if (n > static_cast<size_t>(std::numeric_limits<int>::max()))
+        throw CommError("MPI message of " + std::to_string(n) + " bytes exceeds the 2 GiB count limit");
+    return static_cast<int>(n);
+}
+}  // namespace
+
+void mpi_check(int code, const char* call) {
+    if (code == MPI_SUCCESS) return;
+    char text[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    if (MPI_Error_string(code, text, &len) != MPI_SUCCESS) len = 0;
+    throw CommError(std::string(call) + " failed: " + std::string(text, static_cast<size_t>(len)));
+}
+
+MpiSession::MpiSession(int* argc, char*** argv) {
+    if (active()) return;
+    int provided = 0;
+    mpi_check(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
+    // Errors must come back as codes so that they become exceptions with a reason.
+    mpi_check(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+}
+
+MpiSession::~MpiSession() {
+    if (active()) MPI_Finalize();
+}
+
+bool MpiSession::active() {
+    int initialized = 0, finalized = 0;
+    MPI_Initialized(&initialized);
+    MPI_Finalized(&finalized);
+    return initialized && !finalized;
+}
+
+Communicator::Communicator() {
+    if (!MpiSession::active()) throw CommError("MPI is not initialised");
+    MPI_Comm world = MPI_COMM_NULL, node = MPI_COMM_NULL;
+    mpi_check(MPI_Comm_dup(MPI_COMM_WORLD, &world), "MPI_Comm_dup");
+    as_comm(world_) = world;
+    mpi_check(MPI_Comm_set_errhandler(world, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+    mpi_check(MPI_Comm_rank(world, &rank_), "MPI_Comm_rank");
+    mpi_check(MPI_Comm_size(world, &size_), "MPI_Comm_size");
+    mpi_check(MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node), "MPI_Comm_split_type");
+    as_comm(node_) = node;
+    mpi_check(MPI_Comm_rank(node, &local_rank_), "MPI_Comm_rank");
+    mpi_check(MPI_Comm_size(node, &local_size_), "MPI_Comm_size");
+}
+
+Communicator::~Communicator() {
+    if (!MpiSession::active()) return;
+    MPI_Comm node = as_comm(node_), world = as_comm(world_);
+    if (node != MPI_COMM_NULL) MPI_Comm_free(&node);
+    if (world != MPI_COMM_NULL) MPI_Comm_free(&world);
+}
+
+void Communicator::barrier() const { mpi_check(MPI_Barrier(as_comm(world_)), "MPI_Barrier"); }
+
+void Communicator::send(const Bytes& payload, int dest, int tag) const {
+    uint64_t n = payload.size();
+    mpi_check(MPI_Send(&n, 1, MPI_UINT64_T, dest, tag, as_comm(world_)), "MPI_Send(size)");
+    if (n > 0)
+        mpi_check(MPI_Send(payload.data(), checked_count(n), MPI_BYTE, dest, tag, as_comm(world_)), "MPI_Send");
+}
+
+Bytes Communicator::recv(int source, int tag) const {
+    uint64_t n = 0;
+    mpi_check(MPI_Recv(&n, 1, MPI_UINT64_T, source, tag, as_comm(world_), MPI_STATUS_IGNORE), "MPI_Recv(size)");
+    Bytes out(n);
+    if (n > 0)
+        mpi_check(MPI_Recv(out.data(), checked_count(n), MPI_BYTE, source, tag, as_comm(world_), MPI_STATUS_IGNORE),
+                  "MPI_Recv");
+    return out;
+}
+
+void Communicator::broadcast(Bytes& payload, int root) const {
+    uint64_t n = payload.size();
+    mpi_check(MPI_Bcast(&n, 1, MPI_UINT64_T, root, as_comm(world_)), "MPI_Bcast(size)");
+    payload.resize(n);
+    if (n > 0) mpi_check(MPI_Bcast(payload.data(), checked_count(n), MPI_BYTE, root, as_comm(world_)), "MPI_Bcast");
+}
+
+std::vector<Bytes> Communicator::gather(const Bytes& payload, int root) const {
+    int n = checked_count(payload.size());
+    std::vector<int> sizes(rank_ == root ? static_cast<size_t>(size_) : 0);
+    mpi_check(MPI_Gather(&n, 1, MPI_INT, sizes.data(), 1, MPI_INT, root, as_comm(world_)), "MPI_Gather(sizes)");
+    std::vector<int> displs;
+    Bytes all;
+    if (rank_ == root) {
+        displs.resize(static_cast<size_t>(size_));
+        size_t total = 0;
+        for (int r = 0; r < size_; ++r) {
+            displs[static_cast<size_t>(r)] = checked_count(total);
+            total += static_cast<size_t>(sizes[static_cast<size_t>(r)]);
+        }
+        all.resize(total);
+    }
+    mpi_check(MPI_Gatherv(payload.data(), n, MPI_BYTE, all.data(), sizes.data(), displs.data(), MPI_BYTE, root,
+                          as_comm(world_)),
+              "MPI_Gatherv");
+    std::vector<Bytes> out;
+    if (rank_ == root)
+        for (int r = 0; r < size_; ++r) {
+            auto b = all.begin() + displs[static_cast<size_t>(r)];
+            out.emplace_back(b, b + sizes[static_cast<size_t>(r)]);
+        }
+    return out;
+}
+
+double Communicator::allreduce_sum(double value) const {
+    double out = 0;
+    mpi_check(MPI_Allreduce(&value, &out, 1, MPI_DOUBLE, MPI_SUM, as_comm(world_)), "MPI_Allreduce");
+    return out;
+}
+
+double Communicator::allreduce_max(double value) const {
+    double out = 0;
+    mpi_check(MPI_Allreduce(&value, &out, 1, MPI_DOUBLE, MPI_MAX, as_comm(world_)), "MPI_Allreduce");
+    return out;
+}
+
+int64_t Communicator::allreduce_sum(int64_t value) const {
+    int64_t out = 0;
+    mpi_check(MPI_Allreduce(&value, &out, 1, MPI_INT64_T, MPI_SUM, as_comm(world_)), "MPI_Allreduce");
+    return out;
+}
+
+void Communicator::allreduce_sum(std::vector<float>& values) const {
+    mpi_check(MPI_Allreduce(MPI_IN_PLACE, values.data(), checked_count(values.size()), MPI_FLOAT, MPI_SUM,
+                            as_comm(world_)),
+              "MPI_Allreduce");
+}
+
+void Communicator::abort(int code) const { MPI_Abort(as_comm(world_), code); }
+
+}  // namespace h2tune

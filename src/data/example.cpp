@@ -1,0 +1,105 @@
+#include "h2tune/data/example.h"
+
+#include <algorithm>
+#include <fstream>
+#include <map>
+
+#include <nlohmann/json.hpp>
+
+#include "h2tune/core/error.h"
+
+namespace h2tune {
+
+namespace {
+
+std::string string_field(const nlohmann::json& obj, const char* key, bool required, const std::string& path,
+                         long line) {
+    auto it = obj.find(key);
+    if (it == obj.end() || it->is_null()) {
+        if (required) throw DataError(error_at(path, line, std::string("missing string field '") + key + "'"));
+        return {};
+    }
+    if (!it->is_string()) throw DataError(error_at(path, line, std::string("field '") + key + "' must be a string"));
+    return it->get<std::string>();
+}
+
+}  // namespace
+
+std::vector<Example> read_jsonl(const std::string& path, int64_t limit) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw DataError(path + ": cannot open data file");
+    std::vector<Example> out;
+    std::string text;
+    long line = 0;
+    while (std::getline(in, text)) {
+        ++line;
+        if (!text.empty() && text.back() == '\r') text.pop_back();
+        if (text.find_first_not_of(" \t") == std::string::npos) continue;
+        nlohmann::json obj;
+        try {
+            obj = nlohmann::json::parse(text);
+        } catch (const nlohmann::json::exception& e) {
+            std::string why = e.what();
+            auto pos = why.find("parse error");
+            throw DataError(error_at(path, line, "malformed JSON: " + (pos == std::string::npos ? why : why.substr(pos))));
+        }
+        if (!obj.is_object()) throw DataError(error_at(path, line, "expected a JSON object per line"));
+        Example ex;
+        ex.instruction = string_field(obj, "instruction", true, path, line);
+        ex.input = string_field(obj, "input", false, path, line);
+        ex.output = string_field(obj, "output", true, path, line);
+        ex.line = line;
+        if (ex.output.empty()) throw DataError(error_at(path, line, "field 'output' is empty"));
+        out.push_back(std::move(ex));
+        if (limit > 0 && static_cast<int64_t>(out.size()) >= limit) break;
+    }
+    if (in.bad()) throw DataError(path + ": read error");
+    if (out.empty()) throw DataError(path + ": no examples (the file is empty)");
+    return out;
+}
+
+TaskInfo read_task_info(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw DataError(path + ": cannot open task file");
+    nlohmann::json j;
+    try {
+        in >> j;
+    } catch (const nlohmann::json::exception& e) {
+        throw DataError(path + ": malformed JSON: " + e.what());
+    }
+    TaskInfo t;
+    try {
+        t.name = j.at("name").get<std::string>();
+        t.instruction = j.value("instruction", std::string());
+        if (j.contains("labels")) t.labels = j.at("labels").get<std::vector<std::string>>();
+        t.majority_rate_test = j.value("majority_rate_test", 0.0);
+    } catch (const nlohmann::json::exception& e) {
+        throw DataError(path + ": " + e.what());
+    }
+    return t;
+}
+
+double majority_rate(const std::vector<Example>& examples) {
+    if (examples.empty()) return 0.0;
+    std::map<std::string, int64_t> counts;
+    int64_t best = 0;
+    for (const auto& e : examples) best = std::max(best, ++counts[e.output]);
+    return static_cast<double>(best) / static_cast<double>(examples.size());
+}
+
+std::vector<std::string> distinct_outputs(const std::vector<Example>& examples) {
+    std::vector<std::string> out;
+    for (const auto& e : examples)
+        if (std::find(out.begin(), out.end(), e.output) == out.end()) out.push_back(e.output);
+    return out;
+}
+
+std::string prompt_head(const Example& example) {
+    std::string s = "### Instruction:\n" + example.instruction;
+    if (!example.input.empty()) s += "\n\n### Input:\n" + example.input;
+    return s;
+}
+
+std::string prompt_tail() { return "\n\n### Response:\n"; }
+
+}  // namespace h2tune

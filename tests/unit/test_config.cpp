@@ -1,0 +1,160 @@
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <string>
+
+#include "h2tune/core/error.h"
+#include "h2tune/core/job_config.h"
+
+using namespace h2tune;
+
+namespace {
+
+const char* kValidJob = R"(# a small heterogeneous federation
+[run]
+name = test
+method = h2tune
+rounds = 3
+seed = 7
+
+[federation]
+max_rank = 32
+modules = q,v,up
+participation = 0.5
+
+[clients]
+lr = 1e-3
+batch_size = 8
+
+[client.0]
+model = h2-tiny
+task = spam
+rank = 8
+
+[client.1]
+model = h2-small
+task = wordnet
+resource = medium
+lr = 5e-4
+)";
+
+// Expects parse to throw ConfigError whose message contains every fragment.
+void expect_error(const std::string& text, const std::vector<std::string>& fragments,
+                  const ConfigOverrides& overrides = {}) {
+    try {
+        parse_job_config(text, "job.ini", overrides);
+        FAIL() << "expected ConfigError containing '" << fragments.front() << "'";
+    } catch (const ConfigError& e) {
+        for (const auto& f : fragments) EXPECT_NE(std::string(e.what()).find(f), std::string::npos) << e.what();
+    }
+}
+
+std::string replace(std::string text, const std::string& from, const std::string& to) {
+    auto pos = text.find(from);
+    EXPECT_NE(pos, std::string::npos) << from;
+    return text.replace(pos, from.size(), to);
+}
+
+}  // namespace
+
+TEST(JobConfig, ParsesValidFileWithDefaultsAndClientDefaults) {
+    JobConfig cfg = parse_job_config(kValidJob, "job.ini");
+    EXPECT_EQ(cfg.run.name, "test");
+    EXPECT_EQ(cfg.run.rounds, 3);
+    EXPECT_EQ(cfg.run.seed, 7u);
+    EXPECT_EQ(cfg.federation.max_rank, 32);
+    EXPECT_EQ(cfg.federation.modules, (std::vector<std::string>{"q", "v", "up"}));
+    EXPECT_DOUBLE_EQ(cfg.federation.participation, 0.5);
+    ASSERT_EQ(cfg.clients.size(), 2u);
+    EXPECT_EQ(cfg.clients[0].model, "h2-tiny");
+    EXPECT_EQ(cfg.clients[0].effective_rank(32), 8);
+    EXPECT_DOUBLE_EQ(cfg.clients[0].lr, 1e-3);  // from [clients]
+    EXPECT_EQ(cfg.clients[0].batch_size, 8);
+    EXPECT_EQ(cfg.clients[1].effective_rank(32), 16);  // medium = R/2
+    EXPECT_DOUBLE_EQ(cfg.clients[1].lr, 5e-4);        // client overrides [clients]
+    EXPECT_EQ(cfg.resolved.at("client.1.model"), "h2-small");
+    EXPECT_EQ(cfg.resolved.at("federation.align"), "relation");  // default recorded too
+}
+
+TEST(JobConfig, CommandLineOverridesFile) {
+    JobConfig cfg = parse_job_config(kValidJob, "job.ini",
+                                     {{"run.rounds", "9"}, {"run.output", "/tmp/x"}, {"client.1.rank", "4"}});
+    EXPECT_EQ(cfg.run.rounds, 9);
+    EXPECT_EQ(cfg.run.output, "/tmp/x");
+    EXPECT_EQ(cfg.clients[1].effective_rank(32), 4);
+}
+
+TEST(JobConfig, ResolvedConfigRoundTripsThroughIni) {
+    JobConfig a = parse_job_config(kValidJob, "job.ini");
+    JobConfig b = parse_job_config(job_config_to_ini(a), "resolved.ini");
+    EXPECT_EQ(a.resolved, b.resolved);
+}
+
+TEST(JobConfig, LoadsFromFileAndReportsMissingFile) {
+    std::string path = ::testing::TempDir() + "h2tune_job.ini";
+    std::ofstream(path) << kValidJob;
+    EXPECT_EQ(load_job_config(path).clients.size(), 2u);
+    EXPECT_THROW(load_job_config(path + ".missing"), ConfigError);
+}
+
+TEST(JobConfig, ShippedJobFilesParse) {
+    for (const char* name : {"default.ini", "local_single.ini", "smoke.ini"}) {
+        std::string path = std::string(H2TUNE_SOURCE_DIR) + "/jobs/" + name;
+        if (!std::ifstream(path)) continue;
+        EXPECT_NO_THROW(load_job_config(path)) << path;
+    }
+}
+
+// Table of malformed inputs: each must fail with a message naming the problem and its place.
+struct BadCase {
+    std::string name;
+    std::string from, to;                     // textual edit of kValidJob
+    std::vector<std::string> fragments;       // expected in the message
+};
+
+class JobConfigBadInput : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(JobConfigBadInput, IsRejectedWithLocation) {
+    const BadCase& c = GetParam();
+    expect_error(replace(kValidJob, c.from, c.to), c.fragments);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Table, JobConfigBadInput,
+    ::testing::Values(
+        BadCase{"unknown_key", "rounds = 3", "roundz = 3", {"job.ini:5", "unknown key 'run.roundz'"}},
+        BadCase{"unknown_client_key", "rank = 8", "rnak = 8", {"job.ini:", "unknown key 'client.0.rnak'"}},
+        BadCase{"unknown_section", "[federation]", "[federaton]", {"job.ini:8", "unknown section '[federaton]'"}},
+        BadCase{"malformed_section", "[federation]", "[federation", {"job.ini:8", "malformed section"}},
+        BadCase{"no_equals", "seed = 7", "seed 7", {"job.ini:6", "expected 'key = value'"}},
+        BadCase{"duplicate_key", "seed = 7", "seed = 7\nseed = 8", {"job.ini:7", "duplicate key 'run.seed'"}},
+        BadCase{"key_before_section", "# a small", "orphan = 1\n# a small", {"job.ini:1", "before any [section]"}},
+        BadCase{"rounds_not_int", "rounds = 3", "rounds = three", {"job.ini:5", "'run.rounds'", "integer"}},
+        BadCase{"rounds_zero", "rounds = 3", "rounds = 0", {"'run.rounds'", "[1,"}},
+        BadCase{"negative_lr", "lr = 5e-4", "lr = -5e-4", {"job.ini:", "'client.1.lr'", "number in (0"}},
+        BadCase{"nan_lr", "lr = 1e-3", "lr = nan", {"'clients.lr'", "finite"}},
+        BadCase{"rank_above_R", "rank = 8", "rank = 64", {"'client.0.rank'", "exceeds federation.max_rank"}},
+        BadCase{"bad_method", "method = h2tune", "method = fedprox", {"'run.method'", "expected one of"}},
+        BadCase{"bad_module", "modules = q,v,up", "modules = q,w", {"'federation.modules'", "unknown module 'w'"}},
+        BadCase{"duplicate_module", "modules = q,v,up", "modules = q,q", {"listed twice"}},
+        BadCase{"participation_zero", "participation = 0.5", "participation = 0", {"'federation.participation'"}},
+        BadCase{"participation_above_one", "participation = 0.5", "participation = 1.5", {"'federation.participation'"}},
+        BadCase{"bad_resource", "resource = medium", "resource = huge", {"'client.1.resource'", "low, medium, high"}},
+        BadCase{"batch_zero", "batch_size = 8", "batch_size = 0", {"'clients.batch_size'"}},
+        BadCase{"no_task", "task = spam\n", "", {"client.0", "either 'task'"}},
+        BadCase{"client_gap", "[client.1]", "[client.2]", {"numbered 0..1"}},
+        BadCase{"bad_client_index", "[client.1]", "[client.x]", {"unknown section '[client.x]'"}},
+        BadCase{"empty_value", "model = h2-tiny", "model =", {"'client.0.model'", "non-empty"}},
+        BadCase{"bad_bool", "participation = 0.5", "participation = 0.5\neval_generate = maybe", {"'federation.eval_generate'"}},
+        BadCase{"trailing_garbage_int", "seed = 7", "seed = 7x", {"'run.seed'", "integer"}}),
+    [](const ::testing::TestParamInfo<BadCase>& case_info) { return case_info.param.name; });
+
+TEST(JobConfig, NoClientsIsAnError) {
+    expect_error("[run]\nrounds = 1\n", {"no clients"});
+}
+
+TEST(JobConfig, CommandLineErrorsSayCommandLine) {
+    expect_error(kValidJob, {"command line", "unknown key 'run.bogus'"}, {{"run.bogus", "1"}});
+    expect_error(kValidJob, {"command line", "'run.rounds'"}, {{"run.rounds", "-1"}});
+    expect_error(kValidJob, {"command line", "no [client.5]"}, {{"client.5.rank", "4"}});
+}
