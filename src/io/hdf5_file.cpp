@@ -100,7 +100,12 @@ Hdf5File::Hdf5File(const std::string& path, Mode mode) : path_(path) {
         file_ = Hdf5Id(check(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), "cannot create " + path));
     } else {
         unsigned flags = mode == Mode::ReadOnly ? H5F_ACC_RDONLY : H5F_ACC_RDWR;
-        if (H5Fis_accessible(path.c_str(), H5P_DEFAULT) <= 0) {
+#if H5_VERSION_GE(1, 12, 0)
+        const htri_t is_hdf5 = H5Fis_accessible(path.c_str(), H5P_DEFAULT);
+#else
+        const htri_t is_hdf5 = H5Fis_hdf5(path.c_str());
+#endif
+        if (is_hdf5 <= 0) {
             H5Eclear2(H5E_DEFAULT);
             throw IoError("HDF5: " + path + " is missing or not an HDF5 file (truncated or corrupted?)");
         }

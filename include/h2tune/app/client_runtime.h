@@ -1,0 +1,69 @@
+// Everything one client needs on its rank: base model with adapters, tokenizer, encoded data,
+// label set, optimiser and data cursor. Built from a ClientConfig; knows nothing of MPI or HDF5.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "h2tune/core/job_config.h"
+#include "h2tune/data/loader.h"
+#include "h2tune/tokenizer/bpe_tokenizer.h"
+#include "h2tune/train/adapted_model.h"
+#include "h2tune/train/evaluate.h"
+#include "h2tune/train/finetune.h"
+
+namespace h2tune {
+
+// Resolved locations of a client's model, tokenizer and data (relative to the working directory).
+struct ClientPaths {
+    std::string model_dir, tokenizer, train_file, test_file, task_file;
+};
+ClientPaths resolve_client_paths(const ClientConfig& client);
+
+struct ClientRoundMetrics {
+    double train_loss = 0;
+    double test_accuracy = 0;
+    double test_accuracy_generate = -1;
+    double tokens = 0;
+    double train_seconds = 0;
+    double eval_seconds = 0;
+    double steps = 0;
+};
+
+class ClientRuntime {
+public:
+    ClientRuntime(const JobConfig& job, int client_index);
+
+    // One round of local training (local_steps, or local_epochs over the training split).
+    ClientRoundMetrics train_round(int round);
+    // Evaluates on the client's test split and fills the accuracy fields of `m`.
+    void evaluate(ClientRoundMetrics& m);
+
+    const ClientConfig& config() const { return config_; }
+    double majority_rate() const { return majority_rate_; }
+    int64_t train_size() const { return loader_->size(); }
+    int64_t test_size() const { return static_cast<int64_t>(test_encoded_.size()); }
+    int64_t steps_per_round() const { return steps_per_round_; }
+    int64_t rank() const { return adapted_.rank; }
+    int64_t num_layers() const { return adapted_.model->num_layers(); }
+    int64_t trainable_parameters() const;
+    AdaptedModel& adapted() { return adapted_; }
+    const std::string& model_dir() const { return paths_.model_dir; }
+
+private:
+    ClientConfig config_;
+    FederationConfig federation_;
+    ClientPaths paths_;
+    BpeTokenizer tokenizer_;
+    AdaptedModel adapted_;
+    std::unique_ptr<DataLoader> loader_;
+    std::vector<EncodedExample> test_encoded_;
+    std::vector<std::string> test_references_;
+    LabelSet labels_;
+    std::unique_ptr<AdapterTrainer> trainer_;
+    double majority_rate_ = 0;
+    int64_t steps_per_round_ = 0;
+};
+
+}  // namespace h2tune

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Runs the whole test suite (unit, cli, mpi) with CTest. Run scripts/setup.sh first.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+BUILD_DIR=${H2TUNE_BUILD_DIR:-build}
+# mpirun refuses root unless told; CI and containers run as root.
+if [[ $(id -u) -eq 0 ]]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
+ctest --test-dir "$BUILD_DIR" --output-on-failure -j "${H2TUNE_TEST_JOBS:-2}" "$@"

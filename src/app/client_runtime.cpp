@@ -1,0 +1,123 @@
+#include "h2tune/app/client_runtime.h"
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <filesystem>
+
+#include "h2tune/core/error.h"
+#include "h2tune/core/rng.h"
+
+namespace fs = std::filesystem;
+
+namespace h2tune {
+
+namespace {
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+}  // namespace
+
+ClientPaths resolve_client_paths(const ClientConfig& c) {
+    ClientPaths p;
+    p.model_dir = c.model_dir.empty() ? (fs::path("data/models") / c.model).string() : c.model_dir;
+    p.tokenizer = c.tokenizer.empty() ? (fs::path(p.model_dir) / "tokenizer.json").string() : c.tokenizer;
+    const fs::path task_dir = fs::path("data/tasks") / c.task;
+    p.train_file = c.train_file.empty() ? (task_dir / "train.jsonl").string() : c.train_file;
+    p.test_file = c.test_file.empty() ? (task_dir / "test.jsonl").string() : c.test_file;
+    if (!c.task.empty()) p.task_file = (task_dir / "task.json").string();
+    return p;
+}
+
+ClientRuntime::ClientRuntime(const JobConfig& job, int client_index)
+    : config_(job.clients.at(static_cast<size_t>(client_index))), federation_(job.federation) {
+    const std::string key = "client." + std::to_string(client_index);
+    paths_ = resolve_client_paths(config_);
+    if (!fs::exists(fs::path(paths_.model_dir) / "config.json"))
+        throw ModelError(key + ": no pretrained model in '" + paths_.model_dir +
+                         "' (expected config.json and model.safetensors; run scripts/pretrain_models.sh "
+                         "or set " + key + ".model_dir)");
+    tokenizer_ = BpeTokenizer::from_file(paths_.tokenizer);
+
+    LlamaForCausalLM model = load_pretrained(paths_.model_dir);
+    if (model->config().vocab_size < tokenizer_.vocab_size())
+        throw ModelError(key + ": tokenizer " + paths_.tokenizer + " has " + std::to_string(tokenizer_.vocab_size()) +
+                         " tokens but the model's vocab_size is " + std::to_string(model->config().vocab_size));
+    const uint64_t seed = job.run.seed;
+    adapted_ = attach_adapters(model, federation_.modules, config_.effective_rank(federation_.max_rank),
+                               federation_.alpha, stream_key(seed, 0xada, static_cast<uint64_t>(client_index)));
+
+    auto train = read_jsonl(paths_.train_file, config_.train_examples);
+    auto test = read_jsonl(paths_.test_file, config_.test_examples);
+    std::vector<std::string> label_names;
+    if (!config_.labels.empty()) {
+        std::string item;
+        for (char ch : config_.labels + ",") {
+            if (ch == ',') {
+                if (!item.empty()) label_names.push_back(item);
+                item.clear();
+            } else if (ch != ' ' || !item.empty()) {
+                item += ch;
+            }
+        }
+    } else if (!paths_.task_file.empty() && fs::exists(paths_.task_file)) {
+        label_names = read_task_info(paths_.task_file).labels;
+    }
+    if (label_names.empty()) label_names = distinct_outputs(train);
+    labels_ = make_label_set(label_names, tokenizer_);
+    majority_rate_ = h2tune::majority_rate(test);
+
+    auto train_encoded = encode_examples(train, tokenizer_, config_.max_seq_len, paths_.train_file);
+    test_encoded_ = encode_examples(test, tokenizer_, config_.max_seq_len, paths_.test_file);
+    for (const auto& e : test) test_references_.push_back(e.output);
+    const int32_t pad = tokenizer_.pad_id() >= 0 ? tokenizer_.pad_id() : tokenizer_.eos_id();
+    loader_ = std::make_unique<DataLoader>(std::move(train_encoded), config_.batch_size, pad, seed,
+                                           static_cast<uint64_t>(client_index));
+
+    steps_per_round_ = config_.local_steps > 0 ? config_.local_steps : loader_->batches_per_epoch() * config_.local_epochs;
+    FinetuneOptions opt;
+    opt.schedule.lr = config_.lr;
+    opt.schedule.total_steps = steps_per_round_ * job.run.rounds;
+    opt.schedule.warmup_steps = std::min<int64_t>(opt.schedule.total_steps / 20, 50);
+    opt.weight_decay = config_.weight_decay;
+    trainer_ = std::make_unique<AdapterTrainer>(adapted_.adapter_parameters(), opt);
+}
+
+int64_t ClientRuntime::trainable_parameters() const {
+    int64_t n = 0;
+    for (const auto& p : adapted_.adapter_parameters()) n += p.numel();
+    return n;
+}
+
+ClientRoundMetrics ClientRuntime::train_round(int round) {
+    (void)round;
+    ClientRoundMetrics m;
+    auto t0 = std::chrono::steady_clock::now();
+    adapted_.model->train();
+    double loss_sum = 0;
+    for (int64_t s = 0; s < steps_per_round_; ++s) {
+        Batch batch = loader_->next();
+        torch::Tensor logits = adapted_.model->forward(batch.input_ids, batch.attention_mask);
+        torch::Tensor loss = response_loss(logits, batch.labels);
+        trainer_->step(loss);
+        loss_sum += loss.item<double>();
+        m.tokens += static_cast<double>(batch.tokens);
+    }
+    m.steps = static_cast<double>(steps_per_round_);
+    m.train_loss = steps_per_round_ ? loss_sum / static_cast<double>(steps_per_round_) : 0.0;
+    m.train_seconds = seconds_since(t0);
+    return m;
+}
+
+void ClientRuntime::evaluate(ClientRoundMetrics& m) {
+    auto t0 = std::chrono::steady_clock::now();
+    EvalOptions opt;
+    opt.generate = federation_.eval_generate;
+    opt.limit = federation_.eval_examples;
+    EvalResult r = evaluate_classification(adapted_.model, tokenizer_, test_encoded_, test_references_, labels_, opt);
+    m.test_accuracy = r.accuracy;
+    m.test_accuracy_generate = r.accuracy_generate;
+    m.eval_seconds = seconds_since(t0);
+}
+
+}  // namespace h2tune

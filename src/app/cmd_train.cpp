@@ -1,0 +1,209 @@
+// `h2tune train`: runs a job file under MPI. Clients are spread round-robin over the ranks; every
+// rank trains and evaluates its clients, rank 0 gathers the metrics and writes metrics.h5.
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <thread>
+
+#include "h2tune/app/build_info.h"
+#include "h2tune/app/cli.h"
+#include "h2tune/app/client_runtime.h"
+#include "h2tune/app/command_options.h"
+#include "h2tune/comm/communicator.h"
+#include "h2tune/core/error.h"
+#include "h2tune/core/job_config.h"
+#include "h2tune/io/metrics_file.h"
+
+namespace po = boost::program_options;
+namespace fs = std::filesystem;
+
+namespace h2tune {
+
+namespace {
+
+const std::vector<std::string> kClientMetrics = {"train_loss",   "test_accuracy", "test_accuracy_generate",
+                                                 "tokens",       "bytes_up",      "bytes_down",
+                                                 "mask_density", "train_seconds", "eval_seconds",
+                                                 "excluded",     "participated"};
+const std::vector<std::string> kRoundMetrics = {"aggregate_seconds", "round_seconds"};
+const std::vector<std::string> kClientInfo = {"majority_rate", "rank",           "layers",
+                                              "adapter_parameters", "train_examples", "test_examples",
+                                              "steps_per_round", "host_rank"};
+
+Bytes pack(const std::vector<double>& v) {
+    Bytes b(v.size() * sizeof(double));
+    if (!v.empty()) std::memcpy(b.data(), v.data(), b.size());
+    return b;
+}
+
+std::vector<double> unpack(const Bytes& b) {
+    if (b.size() % sizeof(double) != 0) throw CommError("metrics message of " + std::to_string(b.size()) + " bytes is not a whole number of doubles");
+    std::vector<double> v(b.size() / sizeof(double));
+    if (!v.empty()) std::memcpy(v.data(), b.data(), b.size());
+    return v;
+}
+
+// Rank 0 receives [client, v_0 .. v_{n-1}] records from every rank and sorts them by client.
+std::vector<std::vector<double>> gather_records(const Communicator& comm, const std::vector<double>& local,
+                                                size_t fields, size_t num_clients) {
+    std::vector<std::vector<double>> table(num_clients);
+    auto parts = comm.gather(pack(local), 0);
+    for (const auto& part : parts) {
+        auto v = unpack(part);
+        if (v.size() % (fields + 1) != 0) throw CommError("malformed metrics record");
+        for (size_t i = 0; i < v.size(); i += fields + 1) {
+            auto k = static_cast<size_t>(v[i]);
+            if (k >= num_clients) throw CommError("metrics record for unknown client " + std::to_string(k));
+            table[k].assign(v.begin() + static_cast<long>(i) + 1, v.begin() + static_cast<long>(i + fields + 1));
+        }
+    }
+    return table;
+}
+
+int threads_per_rank(const JobConfig& job, const Communicator& comm) {
+    if (job.run.threads > 0) return job.run.threads;
+    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    return std::max(1, cores / std::max(1, comm.local_size()));
+}
+
+std::string format_duration(double s) {
+    char buf[32];
+    if (s < 120) std::snprintf(buf, sizeof buf, "%.0fs", s);
+    else std::snprintf(buf, sizeof buf, "%.0fm%02.0fs", std::floor(s / 60), std::fmod(s, 60));
+    return buf;
+}
+
+}  // namespace
+
+int cmd_train(const Args& args) {
+    po::options_description desc("train options");
+    std::vector<std::string> sets;
+    desc.add_options()
+        ("config,c", po::value<std::string>()->required(), "job file (INI), e.g. jobs/default.ini")
+        ("output,o", po::value<std::string>(), "output directory (overrides run.output)")
+        ("rounds", po::value<std::string>(), "number of rounds (overrides run.rounds)")
+        ("method", po::value<std::string>(), "method (overrides run.method)")
+        ("seed", po::value<std::string>(), "random seed (overrides run.seed)")
+        ("threads", po::value<std::string>(), "intra-op threads per rank (overrides run.threads)")
+        ("set", po::value<std::vector<std::string>>(&sets)->composing(), "override any key: --set client.0.lr=1e-3")
+        ("force", po::bool_switch(), "overwrite an existing metrics.h5 in the output directory");
+    po::variables_map vm;
+    if (!parse_command_options("train", "--config FILE [options]", desc, args, vm)) return kExitOk;
+
+    ConfigOverrides overrides;
+    for (const char* key : {"output", "rounds", "method", "seed", "threads"})
+        if (vm.count(key)) overrides.emplace_back(std::string("run.") + key, vm[key].as<std::string>());
+    for (const auto& s : sets) {
+        auto eq = s.find('=');
+        if (eq == std::string::npos || eq == 0) throw ConfigError("command line: --set expects key=value, got '" + s + "'");
+        overrides.emplace_back(s.substr(0, eq), s.substr(eq + 1));
+    }
+    JobConfig job = load_job_config(vm["config"].as<std::string>(), overrides);
+    if (job.run.method != "local")
+        throw ConfigError("command line: run.method = '" + job.run.method +
+                          "' is not implemented yet in this version; use --method local");
+
+    MpiSession mpi(nullptr, nullptr);
+    Communicator comm;
+    torch::set_num_threads(threads_per_rank(job, comm));
+    const size_t K = job.clients.size();
+    const bool root = comm.rank() == 0;
+
+    std::unique_ptr<MetricsFile> metrics;
+    const fs::path out_dir = job.run.output;
+    if (root) {
+        fs::create_directories(out_dir);
+        metrics = std::make_unique<MetricsFile>((out_dir / "metrics.h5").string(), static_cast<int64_t>(K),
+                                                kClientMetrics, kRoundMetrics, vm["force"].as<bool>());
+        metrics->set_attribute("h2tune_version", h2tune_version());
+        metrics->set_attribute("git_sha", git_sha());
+        metrics->set_attribute("torch_version", torch_version());
+        metrics->set_attribute("mpi_version", mpi_version());
+        metrics->set_attribute("hdf5_version", hdf5_version());
+        metrics->set_attribute("method", job.run.method);
+        metrics->set_attribute("job_file", job.source);
+        metrics->set_attribute("rounds_planned", static_cast<int64_t>(job.run.rounds));
+        metrics->set_attribute("num_ranks", static_cast<int64_t>(comm.size()));
+        metrics->write_config(job_config_to_ini(job));
+        std::printf("h2tune train: %zu clients on %d ranks, method %s, %d rounds -> %s\n", K, comm.size(),
+                    job.run.method.c_str(), job.run.rounds, (out_dir / "metrics.h5").string().c_str());
+        std::fflush(stdout);
+    }
+
+    // Clients are spread round-robin: client k lives on rank k mod size.
+    std::vector<std::unique_ptr<ClientRuntime>> clients;
+    std::vector<double> info;
+    for (size_t k = static_cast<size_t>(comm.rank()); k < K; k += static_cast<size_t>(comm.size())) {
+        clients.push_back(std::make_unique<ClientRuntime>(job, static_cast<int>(k)));
+        const auto& c = *clients.back();
+        info.insert(info.end(), {static_cast<double>(k), c.majority_rate(), static_cast<double>(c.rank()),
+                                 static_cast<double>(c.num_layers()), static_cast<double>(c.trainable_parameters()),
+                                 static_cast<double>(c.train_size()), static_cast<double>(c.test_size()),
+                                 static_cast<double>(c.steps_per_round()), static_cast<double>(comm.rank())});
+    }
+    auto info_table = gather_records(comm, info, kClientInfo.size(), K);
+    if (root) {
+        std::vector<std::string> names;
+        for (const auto& c : job.clients) names.push_back(c.model + "/" + (c.task.empty() ? c.train_file : c.task));
+        metrics->write_client_names(names);
+        for (size_t f = 0; f < kClientInfo.size(); ++f) {
+            std::vector<double> col(K);
+            for (size_t k = 0; k < K; ++k) col[k] = info_table[k].at(f);
+            metrics->write_client_values(kClientInfo[f], col);
+        }
+    }
+
+    const auto run_start = std::chrono::steady_clock::now();
+    for (int round = 0; round < job.run.rounds; ++round) {
+        const auto round_start = std::chrono::steady_clock::now();
+        std::vector<double> local;
+        for (auto& client : clients) {
+            ClientRoundMetrics m = client->train_round(round);
+            client->evaluate(m);
+            local.insert(local.end(), {static_cast<double>(client->config().index), m.train_loss, m.test_accuracy,
+                                       m.test_accuracy_generate, m.tokens, 0.0, 0.0, 0.0, m.train_seconds,
+                                       m.eval_seconds, 0.0, 1.0});
+        }
+        auto table = gather_records(comm, local, kClientMetrics.size(), K);
+        const double round_seconds =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - round_start).count();
+        if (root) {
+            std::map<std::string, std::vector<double>> columns;
+            for (size_t f = 0; f < kClientMetrics.size(); ++f) {
+                auto& col = columns[kClientMetrics[f]];
+                for (size_t k = 0; k < K; ++k) col.push_back(table[k].at(f));
+            }
+            metrics->append_round(columns, {{"aggregate_seconds", 0.0}, {"round_seconds", round_seconds}});
+            const auto& acc = columns["test_accuracy"];
+            double mean = 0, mn = 1;
+            for (double a : acc) {
+                mean += a / static_cast<double>(K);
+                mn = std::min(mn, a);
+            }
+            const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
+            const double eta = elapsed / (round + 1) * (job.run.rounds - round - 1);
+            std::printf("round %d/%d  acc mean %.3f min %.3f  bytes up 0 down 0  %.1fs  ETA %s\n", round + 1,
+                        job.run.rounds, mean, mn, round_seconds, format_duration(eta).c_str());
+            std::fflush(stdout);
+        }
+    }
+    if (root) {
+        std::printf("h2tune train: done in %s; metrics in %s\n",
+                    format_duration(std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count()).c_str(),
+                    (out_dir / "metrics.h5").string().c_str());
+    }
+    for (auto& client : clients) {
+        fs::path adapter_dir = out_dir / "adapters";
+        fs::create_directories(adapter_dir);
+        save_adapter(client->adapted(), (adapter_dir / ("client_" + std::to_string(client->config().index) + ".safetensors")).string());
+    }
+    comm.barrier();
+    return kExitOk;
+}
+
+}  // namespace h2tune

@@ -1,0 +1,261 @@
+#include "h2tune/model/llama_config.h"
+
+#include <nlohmann/json.hpp>
+
+#include "h2tune/core/error.h"
+#include "model_file.h"
+
+namespace h2tune {
+
+namespace {
+
+using json = nlohmann::json;
+
+struct Preset {
+    const char* name;
+    int64_t hidden, layers, heads, kv_heads, ffn;
+};
+
+// Smallest first. All have head_dim >= 32 (attention with head dim 16 dominated the step in our
+// measurements and learned poorly) and an FFN about 2.75x wide, as LLaMA's 8/3 rule rounded to 64.
+// Widths, depths and head counts all differ so that clients are genuinely heterogeneous.
+constexpr Preset kPresets[] = {
+    {"h2-tiny", 128, 4, 4, 2, 384},
+    {"h2-small", 192, 6, 6, 2, 512},
+    {"h2-base", 256, 8, 8, 4, 704},
+};
+
+[[noreturn]] void bad(const std::string& field, const std::string& why) {
+    throw ConfigError("llama config: " + field + " " + why);
+}
+
+void require_positive(const std::string& field, int64_t v) {
+    if (v <= 0) bad(field, "must be positive (got " + std::to_string(v) + ")");
+}
+
+// Reads j[key] as T, with a ConfigError naming the field when the type is wrong.
+template <typename T>
+T get_field(const json& j, const std::string& key) {
+    try {
+        return j.at(key).get<T>();
+    } catch (const json::exception& e) {
+        bad(key, std::string("has the wrong type or is missing: ") + e.what());
+    }
+}
+
+template <typename T>
+T get_or(const json& j, const std::string& key, T fallback) {
+    if (!j.contains(key) || j.at(key).is_null()) return fallback;
+    return get_field<T>(j, key);
+}
+
+// bos/eos/pad ids: null -> -1; Llama 3 lists several eos ids, we keep the first.
+int64_t get_token_id(const json& j, const std::string& key) {
+    if (!j.contains(key) || j.at(key).is_null()) return -1;
+    const json& v = j.at(key);
+    if (v.is_array()) {
+        if (v.empty()) return -1;
+        if (!v.front().is_number_integer()) bad(key, "must hold integers");
+        return v.front().get<int64_t>();
+    }
+    if (!v.is_number_integer()) bad(key, "must be an integer, a list of integers or null");
+    return v.get<int64_t>();
+}
+
+json token_id_json(int64_t id) { return id < 0 ? json(nullptr) : json(id); }
+
+}  // namespace
+
+void LlamaConfig::validate() const {
+    require_positive("vocab_size", vocab_size);
+    require_positive("hidden_size", hidden_size);
+    require_positive("intermediate_size", intermediate_size);
+    require_positive("num_hidden_layers", num_hidden_layers);
+    require_positive("num_attention_heads", num_attention_heads);
+    require_positive("num_key_value_heads", num_key_value_heads);
+    require_positive("max_position_embeddings", max_position_embeddings);
+    if (hidden_size % num_attention_heads != 0)
+        bad("hidden_size", "(" + std::to_string(hidden_size) + ") must be divisible by num_attention_heads (" +
+                               std::to_string(num_attention_heads) + ")");
+    if (num_attention_heads % num_key_value_heads != 0)
+        bad("num_attention_heads", "(" + std::to_string(num_attention_heads) +
+                                       ") must be divisible by num_key_value_heads (" +
+                                       std::to_string(num_key_value_heads) + ")");
+    if (head_dim() % 2 != 0)
+        bad("hidden_size", "/ num_attention_heads = head_dim " + std::to_string(head_dim()) +
+                               " must be even (rotary embeddings rotate pairs)");
+    if (!(rope_theta > 0.0)) bad("rope_theta", "must be positive");
+    if (!(rms_norm_eps > 0.0)) bad("rms_norm_eps", "must be positive");
+    if (!(initializer_range >= 0.0)) bad("initializer_range", "must be non-negative");
+    const std::pair<const char*, int64_t> token_ids[] = {
+        {"bos_token_id", bos_token_id}, {"eos_token_id", eos_token_id}, {"pad_token_id", pad_token_id}};
+    for (const auto& [name, id] : token_ids) {
+        if (id < -1 || id >= vocab_size)
+            bad(name, "(" + std::to_string(id) + ") must be -1/null or below vocab_size (" +
+                          std::to_string(vocab_size) + ")");
+    }
+    const auto& rs = rope_scaling;
+    if (!rs.rope_type.empty()) {
+        if (rs.rope_type != "linear" && rs.rope_type != "llama3")
+            bad("rope_scaling.rope_type", "'" + rs.rope_type + "' is not supported (linear, llama3)");
+        if (!(rs.factor > 0.0)) bad("rope_scaling.factor", "must be positive");
+        if (rs.rope_type == "llama3") {
+            require_positive("rope_scaling.original_max_position_embeddings",
+                             rs.original_max_position_embeddings);
+            if (!(rs.low_freq_factor > 0.0) || !(rs.high_freq_factor > rs.low_freq_factor))
+                bad("rope_scaling", "needs 0 < low_freq_factor < high_freq_factor");
+        }
+    }
+}
+
+json LlamaConfig::to_json() const {
+    json j;
+    j["architectures"] = json::array({"LlamaForCausalLM"});
+    j["model_type"] = "llama";
+    j["torch_dtype"] = "float32";
+    j["hidden_act"] = "silu";
+    j["attention_bias"] = false;
+    j["attention_dropout"] = 0.0;
+    j["mlp_bias"] = false;
+    j["vocab_size"] = vocab_size;
+    j["hidden_size"] = hidden_size;
+    j["intermediate_size"] = intermediate_size;
+    j["num_hidden_layers"] = num_hidden_layers;
+    j["num_attention_heads"] = num_attention_heads;
+    j["num_key_value_heads"] = num_key_value_heads;
+    j["head_dim"] = head_dim();
+    j["max_position_embeddings"] = max_position_embeddings;
+    j["rope_theta"] = rope_theta;
+    j["rms_norm_eps"] = rms_norm_eps;
+    j["initializer_range"] = initializer_range;
+    j["tie_word_embeddings"] = tie_word_embeddings;
+    j["bos_token_id"] = token_id_json(bos_token_id);
+    j["eos_token_id"] = token_id_json(eos_token_id);
+    j["pad_token_id"] = token_id_json(pad_token_id);
+    if (rope_scaling.rope_type.empty()) {
+        j["rope_scaling"] = nullptr;
+    } else {
+        json rs;
+        rs["rope_type"] = rope_scaling.rope_type;
+        rs["factor"] = rope_scaling.factor;
+        if (rope_scaling.rope_type == "llama3") {
+            rs["low_freq_factor"] = rope_scaling.low_freq_factor;
+            rs["high_freq_factor"] = rope_scaling.high_freq_factor;
+            rs["original_max_position_embeddings"] = rope_scaling.original_max_position_embeddings;
+        }
+        j["rope_scaling"] = rs;
+    }
+    j["use_cache"] = true;
+    return j;
+}
+
+LlamaConfig LlamaConfig::from_json(const json& j) {
+    if (!j.is_object()) throw ConfigError("llama config: expected a JSON object");
+    const std::string model_type = get_or<std::string>(j, "model_type", "llama");
+    if (model_type != "llama")
+        bad("model_type", "'" + model_type + "' is not supported (only 'llama')");
+    const std::string act = get_or<std::string>(j, "hidden_act", "silu");
+    if (act != "silu") bad("hidden_act", "'" + act + "' is not supported (only 'silu')");
+    if (get_or<bool>(j, "attention_bias", false)) bad("attention_bias", "true is not supported");
+    if (get_or<bool>(j, "mlp_bias", false)) bad("mlp_bias", "true is not supported");
+
+    // Missing optional fields take Hugging Face LlamaConfig's defaults, as transformers would.
+    LlamaConfig c;
+    c.vocab_size = get_field<int64_t>(j, "vocab_size");
+    c.hidden_size = get_field<int64_t>(j, "hidden_size");
+    c.intermediate_size = get_field<int64_t>(j, "intermediate_size");
+    c.num_hidden_layers = get_field<int64_t>(j, "num_hidden_layers");
+    c.num_attention_heads = get_field<int64_t>(j, "num_attention_heads");
+    c.num_key_value_heads = get_or<int64_t>(j, "num_key_value_heads", c.num_attention_heads);
+    c.max_position_embeddings = get_or<int64_t>(j, "max_position_embeddings", 2048);
+    c.rope_theta = get_or<double>(j, "rope_theta", 10000.0);
+    c.rms_norm_eps = get_or<double>(j, "rms_norm_eps", 1e-6);
+    c.initializer_range = get_or<double>(j, "initializer_range", 0.02);
+    c.tie_word_embeddings = get_or<bool>(j, "tie_word_embeddings", false);
+    c.bos_token_id = get_token_id(j, "bos_token_id");
+    c.eos_token_id = get_token_id(j, "eos_token_id");
+    c.pad_token_id = get_token_id(j, "pad_token_id");
+    if (j.contains("rope_scaling") && !j.at("rope_scaling").is_null()) {
+        const json& rs = j.at("rope_scaling");
+        if (!rs.is_object()) bad("rope_scaling", "must be an object or null");
+        std::string type = get_or<std::string>(rs, "rope_type", "");
+        if (type.empty()) type = get_or<std::string>(rs, "type", "");
+        if (type != "default" && !type.empty()) {
+            c.rope_scaling.rope_type = type;
+            c.rope_scaling.factor = get_or<double>(rs, "factor", 1.0);
+            c.rope_scaling.low_freq_factor = get_or<double>(rs, "low_freq_factor", 1.0);
+            c.rope_scaling.high_freq_factor = get_or<double>(rs, "high_freq_factor", 4.0);
+            c.rope_scaling.original_max_position_embeddings =
+                get_or<int64_t>(rs, "original_max_position_embeddings", 0);
+        }
+    }
+    // Only validated after the sizes are known, so the error names the real inconsistency.
+    c.validate();
+    if (j.contains("head_dim") && !j.at("head_dim").is_null()) {
+        const auto hd = get_field<int64_t>(j, "head_dim");
+        if (hd != c.head_dim())
+            bad("head_dim", "(" + std::to_string(hd) + ") differs from hidden_size / num_attention_heads (" +
+                                std::to_string(c.head_dim()) + "); not supported");
+    }
+    return c;
+}
+
+LlamaConfig llama_config_load(const std::string& path) {
+    const std::string text = model_file::read_text(path);
+    json j;
+    try {
+        j = json::parse(text);
+    } catch (const json::exception& e) {
+        throw ModelError(path + ": not valid JSON: " + e.what());
+    }
+    try {
+        return LlamaConfig::from_json(j);
+    } catch (const ConfigError& e) {
+        throw ModelError(path + ": " + e.what());
+    }
+}
+
+void llama_config_save(const LlamaConfig& config, const std::string& path) {
+    config.validate();
+    model_file::write_atomic(path, config.to_json().dump(2) + "\n");
+}
+
+std::vector<std::string> llama_preset_names() {
+    std::vector<std::string> names;
+    for (const auto& p : kPresets) names.emplace_back(p.name);
+    return names;
+}
+
+LlamaConfig llama_preset(const std::string& name, int64_t vocab_size) {
+    for (const auto& p : kPresets) {
+        if (name != p.name) continue;
+        LlamaConfig c;
+        c.vocab_size = vocab_size;
+        c.hidden_size = p.hidden;
+        c.num_hidden_layers = p.layers;
+        c.num_attention_heads = p.heads;
+        c.num_key_value_heads = p.kv_heads;
+        c.intermediate_size = p.ffn;
+        c.max_position_embeddings = 1024;
+        c.rope_theta = 10000.0;
+        c.rms_norm_eps = 1e-5;
+        c.tie_word_embeddings = true;  // the embedding is a large share of these small models
+        c.validate();
+        return c;
+    }
+    std::string valid;
+    for (const auto& n : llama_preset_names()) valid += (valid.empty() ? "" : ", ") + n;
+    throw ConfigError("unknown model preset '" + name + "' (valid: " + valid + ")");
+}
+
+int64_t llama_parameter_count(const LlamaConfig& c) {
+    const int64_t h = c.hidden_size, kv = c.num_key_value_heads * c.head_dim();
+    const int64_t attn = 2 * h * h + 2 * h * kv;
+    const int64_t mlp = 3 * h * c.intermediate_size;
+    const int64_t layer = attn + mlp + 2 * h;
+    int64_t total = c.vocab_size * h + c.num_hidden_layers * layer + h;
+    if (!c.tie_word_embeddings) total += c.vocab_size * h;
+    return total;
+}
+
+}  // namespace h2tune

@@ -1,0 +1,135 @@
+// Hugging Face model directories: config.json + model.safetensors (or sharded
+// model-0000N-of-0000M.safetensors with model.safetensors.index.json).
+#include <filesystem>
+#include <set>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "h2tune/core/error.h"
+#include "h2tune/model/llama.h"
+#include "h2tune/model/safetensors.h"
+#include "model_file.h"
+
+namespace h2tune {
+
+namespace {
+
+std::string shape_string(torch::IntArrayRef s) {
+    std::string out = "[";
+    for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+    return out + "]";
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+    return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+bool is_float_dtype(torch::Dtype d) {
+    return d == torch::kFloat32 || d == torch::kFloat16 || d == torch::kBFloat16 || d == torch::kFloat64;
+}
+
+// The weight files of a model directory and a description of them for error messages.
+struct WeightFiles {
+    std::vector<std::string> paths;
+    std::string described;  // the single file, or the index file
+};
+
+WeightFiles find_weight_files(const std::string& dir) {
+    const std::string single = dir + "/model.safetensors";
+    const std::string index = dir + "/model.safetensors.index.json";
+    if (model_file::exists(single)) return {{single}, single};
+    if (!model_file::exists(index))
+        throw ModelError(dir + ": neither model.safetensors nor model.safetensors.index.json found");
+    nlohmann::json j;
+    try {
+        j = nlohmann::json::parse(model_file::read_text(index));
+    } catch (const nlohmann::json::exception& e) {
+        throw ModelError(index + ": not valid JSON: " + e.what());
+    }
+    if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
+        throw ModelError(index + ": no \"weight_map\" object");
+    std::set<std::string> shards;
+    for (const auto& [tensor, file] : j["weight_map"].items()) {
+        if (!file.is_string()) throw ModelError(index + ": weight_map entry '" + tensor + "' is not a file name");
+        const std::string f = file.get<std::string>();
+        if (f.empty() || f.find('/') != std::string::npos)
+            throw ModelError(index + ": weight_map entry '" + tensor + "' names '" + f +
+                             "', which is not a plain file name in the model directory");
+        shards.insert(f);
+    }
+    if (shards.empty()) throw ModelError(index + ": weight_map is empty");
+    WeightFiles out{{}, index};
+    for (const auto& f : shards) out.paths.push_back(dir + "/" + f);
+    return out;
+}
+
+}  // namespace
+
+void save_pretrained(const LlamaForCausalLM& model, const std::string& dir) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) throw IoError(dir + ": cannot create directory: " + ec.message());
+    std::map<std::string, torch::Tensor> tensors;
+    for (const auto& p : model->named_parameters(/*recurse=*/true))
+        tensors.emplace(p.key(), p.value().detach().to(torch::kCPU, torch::kFloat32));
+    // transformers refuses safetensors files without format metadata.
+    safetensors_save(dir + "/model.safetensors", tensors, {{"format", "pt"}});
+    llama_config_save(model->config(), dir + "/config.json");
+}
+
+LlamaForCausalLM load_pretrained(const std::string& dir) {
+    const std::string config_path = dir + "/config.json";
+    if (!model_file::exists(config_path))
+        throw ModelError(dir + ": no config.json (expected a Hugging Face model directory)");
+    const LlamaConfig config = llama_config_load(config_path);
+    const WeightFiles files = find_weight_files(dir);
+
+    // Validate every header against the config before reading any tensor data.
+    std::map<std::string, SafetensorsEntry> entries;
+    std::map<std::string, std::string> file_of;
+    for (const auto& path : files.paths) {
+        for (auto& [name, e] : safetensors_read_header(path)) {
+            auto [it, fresh] = file_of.emplace(name, path);
+            if (!fresh) throw ModelError(path + ": tensor '" + name + "' also appears in " + it->second);
+            entries.emplace(name, std::move(e));
+        }
+    }
+
+    LlamaForCausalLM model(config);
+    auto params = model->named_parameters(/*recurse=*/true);
+    for (const auto& p : params) {
+        const auto it = entries.find(p.key());
+        if (it == entries.end())
+            throw ModelError(files.described + ": missing tensor '" + p.key() + "' (expected shape " +
+                             shape_string(p.value().sizes()) + " for " + config_path + ")");
+        const SafetensorsEntry& e = it->second;
+        if (e.shape != p.value().sizes().vec())
+            throw ModelError(file_of[p.key()] + ": tensor '" + p.key() + "' has shape " + shape_string(e.shape) +
+                             " but " + config_path + " implies " + shape_string(p.value().sizes()));
+        if (!is_float_dtype(e.torch_dtype))
+            throw ModelError(file_of[p.key()] + ": tensor '" + p.key() + "' has dtype " + e.dtype +
+                             "; weights must be F32, F16, BF16 or F64");
+    }
+    for (const auto& [name, e] : entries) {
+        if (params.contains(name)) continue;
+        // Tied checkpoints sometimes carry a copy of the embedding; transformers ignores it too.
+        if (name == "lm_head.weight" && config.tie_word_embeddings) continue;
+        // Older transformers versions saved the rotary inverse frequencies; we recompute them.
+        if (ends_with(name, ".rotary_emb.inv_freq")) continue;
+        throw ModelError(file_of[name] + ": unexpected tensor '" + name + "', not a parameter of the model " +
+                         config_path + " describes (tie_word_embeddings=" +
+                         (config.tie_word_embeddings ? "true" : "false") + ")");
+    }
+
+    torch::NoGradGuard no_grad;
+    for (const auto& path : files.paths) {
+        for (const auto& [name, t] : safetensors_load(path)) {
+            torch::Tensor* p = params.find(name);
+            if (p != nullptr) p->copy_(t);  // copy_ converts F16/BF16/F64 to float32
+        }
+    }
+    return model;
+}
+
+}  // namespace h2tune

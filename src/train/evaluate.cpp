@@ -1,0 +1,145 @@
+#include "h2tune/train/evaluate.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+
+#include "h2tune/core/error.h"
+#include "h2tune/tokenizer/bpe_tokenizer.h"
+
+namespace h2tune {
+
+namespace {
+
+torch::Tensor to_ids(const std::vector<int32_t>& ids) {
+    std::vector<int64_t> wide(ids.begin(), ids.end());
+    return torch::tensor(wide, torch::kInt64).unsqueeze(0);
+}
+
+std::string trim(const std::string& s) {
+    auto b = s.find_first_not_of(" \t\r\n");
+    if (b == std::string::npos) return "";
+    return s.substr(b, s.find_last_not_of(" \t\r\n") - b + 1);
+}
+
+}  // namespace
+
+LabelSet make_label_set(const std::vector<std::string>& labels, const BpeTokenizer& tokenizer) {
+    if (labels.empty()) throw DataError("label set is empty");
+    LabelSet set;
+    set.labels = labels;
+    for (const auto& l : labels) {
+        auto ids = tokenizer.encode(l);
+        ids.push_back(tokenizer.eos_id());
+        set.ids.push_back(std::move(ids));
+    }
+    return set;
+}
+
+std::vector<double> score_candidates(LlamaForCausalLM& model, const std::vector<int32_t>& prompt,
+                                     const std::vector<std::vector<int32_t>>& candidates) {
+    torch::NoGradGuard no_grad;
+    const int64_t C = static_cast<int64_t>(candidates.size());
+    size_t max_len = 0;
+    for (const auto& c : candidates) max_len = std::max(max_len, c.size());
+    if (C == 0 || max_len == 0 || prompt.empty()) throw DataError("scoring needs a prompt and non-empty candidates");
+
+    KvCache cache;
+    torch::Tensor prompt_ids = to_ids(prompt);
+    torch::Tensor prompt_mask = torch::ones_like(prompt_ids);
+    torch::Tensor prompt_logits = model->forward_with_cache(prompt_ids, prompt_mask, {}, &cache);
+    // The first candidate token is predicted by the prompt's last position.
+    torch::Tensor first_logp = torch::log_softmax(prompt_logits[0][-1], -1);
+
+    // Candidates right-padded into one batch that attends to C copies of the prompt cache.
+    const int64_t L = static_cast<int64_t>(max_len);
+    torch::Tensor ids = torch::zeros({C, L}, torch::kInt64);
+    torch::Tensor mask = torch::zeros({C, L}, torch::kInt64);
+    for (int64_t c = 0; c < C; ++c)
+        for (size_t t = 0; t < candidates[static_cast<size_t>(c)].size(); ++t) {
+            ids[c][static_cast<int64_t>(t)] = candidates[static_cast<size_t>(c)][t];
+            mask[c][static_cast<int64_t>(t)] = 1;
+        }
+    KvCache expanded = cache.repeat_interleave(C);
+    torch::Tensor full_mask = torch::cat({expanded.mask, mask}, 1);
+    torch::Tensor logp = torch::log_softmax(model->forward_with_cache(ids, full_mask, {}, &expanded), -1);
+
+    std::vector<double> scores(static_cast<size_t>(C));
+    auto first = first_logp.accessor<float, 1>();
+    auto lp = logp.accessor<float, 3>();
+    for (int64_t c = 0; c < C; ++c) {
+        const auto& cand = candidates[static_cast<size_t>(c)];
+        double s = first[cand[0]];
+        for (size_t t = 1; t < cand.size(); ++t) s += lp[c][static_cast<int64_t>(t) - 1][cand[t]];
+        scores[static_cast<size_t>(c)] = s;
+    }
+    return scores;
+}
+
+std::vector<double> score_candidates_naive(LlamaForCausalLM& model, const std::vector<int32_t>& prompt,
+                                           const std::vector<std::vector<int32_t>>& candidates) {
+    torch::NoGradGuard no_grad;
+    std::vector<double> scores;
+    for (const auto& cand : candidates) {
+        std::vector<int32_t> seq = prompt;
+        seq.insert(seq.end(), cand.begin(), cand.end());
+        torch::Tensor logp = torch::log_softmax(model->forward(to_ids(seq)), -1)[0];
+        auto lp = logp.accessor<float, 2>();
+        double s = 0;
+        for (size_t t = 0; t < cand.size(); ++t) s += lp[static_cast<int64_t>(prompt.size() + t) - 1][cand[t]];
+        scores.push_back(s);
+    }
+    return scores;
+}
+
+std::vector<int32_t> greedy_generate(LlamaForCausalLM& model, const std::vector<int32_t>& prompt,
+                                     int64_t max_new_tokens, int32_t eos_id) {
+    torch::NoGradGuard no_grad;
+    KvCache cache;
+    torch::Tensor ids = to_ids(prompt);
+    torch::Tensor mask = torch::ones_like(ids);
+    std::vector<int32_t> out;
+    for (int64_t i = 0; i < max_new_tokens; ++i) {
+        torch::Tensor logits = model->forward_with_cache(ids, mask, {}, &cache);
+        int32_t next = static_cast<int32_t>(logits[0][-1].argmax().item<int64_t>());
+        if (next == eos_id) break;
+        out.push_back(next);
+        ids = torch::full({1, 1}, static_cast<int64_t>(next), torch::kInt64);
+        mask = torch::ones({1, cache.length() + 1}, torch::kInt64);
+    }
+    return out;
+}
+
+EvalResult evaluate_classification(LlamaForCausalLM& model, const BpeTokenizer& tokenizer,
+                                   const std::vector<EncodedExample>& encoded,
+                                   const std::vector<std::string>& references, const LabelSet& labels,
+                                   const EvalOptions& options) {
+    if (encoded.size() != references.size()) throw DataError("evaluation: examples and references differ in count");
+    torch::NoGradGuard no_grad;
+    const bool was_training = model->is_training();
+    model->eval();
+    size_t max_label = 0;
+    for (const auto& ids : labels.ids) max_label = std::max(max_label, ids.size());
+    int64_t n = static_cast<int64_t>(encoded.size());
+    if (options.limit > 0) n = std::min(n, options.limit);
+    int64_t correct = 0, correct_generate = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        const auto& ex = encoded[static_cast<size_t>(i)];
+        const std::string& ref = references[static_cast<size_t>(i)];
+        auto scores = score_candidates(model, ex.prompt, labels.ids);
+        size_t best = static_cast<size_t>(std::max_element(scores.begin(), scores.end()) - scores.begin());
+        if (labels.labels[best] == ref) ++correct;
+        if (options.generate) {
+            auto gen = greedy_generate(model, ex.prompt, static_cast<int64_t>(max_label) + 2, tokenizer.eos_id());
+            if (trim(tokenizer.decode(gen)) == trim(ref)) ++correct_generate;
+        }
+    }
+    if (was_training) model->train();
+    EvalResult r;
+    r.examples = n;
+    r.accuracy = n ? static_cast<double>(correct) / static_cast<double>(n) : 0.0;
+    r.accuracy_generate = options.generate && n ? static_cast<double>(correct_generate) / static_cast<double>(n) : -1.0;
+    return r;
+}
+
+}  // namespace h2tune

@@ -1,0 +1,533 @@
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "h2tune/core/error.h"
+#include "h2tune/tokenizer/bpe_tokenizer.h"
+
+using namespace h2tune;
+using Kind = BpeTokenizer::PreTokenizer;
+using Pieces = std::vector<std::string>;
+
+namespace {
+
+const Kind kAllKinds[] = {Kind::Gpt2, Kind::Llama3, Kind::Qwen2, Kind::Gpt2IsolatedDigits};
+
+// Deterministic English-like text from a seeded RNG: common words mixed with made-up words built
+// from syllables, so that there are far more distinct pairs than the small test vocabularies hold.
+std::string synthetic_text(uint32_t seed, std::size_t sentences) {
+    static const char* const words[] = {
+        "the",   "model", "client",  "server",   "round",   "adapter", "rank",    "learning", "federated",
+        "data",  "of",    "and",     "to",       "a",       "is",      "with",    "update",   "gradient",
+        "loss",  "token", "weights", "training", "average", "local",   "global",  "it's",     "we've",
+        "don't", "1024",  "3.14",    "epoch",    "batch",   "layer",   "matrix",  "low",      "heterogeneous"};
+    static const char* const syllables[] = {"ka", "lo", "ter", "in", "an", "re", "mo", "di",
+                                            "ne", "su", "pra", "ex", "on", "al", "ti", "ver"};
+    std::mt19937 rng(seed);
+    std::uniform_int_distribution<std::size_t> pick_word(0, sizeof(words) / sizeof(words[0]) - 1);
+    std::uniform_int_distribution<std::size_t> pick_syllable(0, sizeof(syllables) / sizeof(syllables[0]) - 1);
+    std::uniform_int_distribution<int> length(4, 14);
+    std::uniform_int_distribution<int> percent(0, 99);
+    auto made_up_word = [&] {
+        std::string word;
+        for (int n = 1 + percent(rng) % 4; n > 0; --n) word += syllables[pick_syllable(rng)];
+        return word;
+    };
+    std::string text;
+    for (std::size_t s = 0; s < sentences; ++s) {
+        const int n = length(rng);
+        for (int w = 0; w < n; ++w) {
+            std::string word = percent(rng) < 60 ? std::string(words[pick_word(rng)]) : made_up_word();
+            if (w == 0) word[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(word[0])));
+            text += (w ? " " : "") + word;
+        }
+        text += (s % 7 == 6) ? ".\n\n" : ". ";
+    }
+    return text;
+}
+
+const BpeTokenizer& trained_tokenizer() {
+    static const BpeTokenizer tokenizer = [] {
+        BpeTrainOptions options;
+        options.vocab_size = 600;
+        return bpe_train({synthetic_text(1, 3000)}, options);
+    }();
+    return tokenizer;
+}
+
+std::unordered_map<std::string, int32_t> byte_vocab() {
+    std::unordered_map<std::string, int32_t> vocab;
+    for (int b = 0; b < 256; ++b) vocab.emplace(BpeTokenizer::byte_to_unicode()[b], b);
+    return vocab;
+}
+
+// A tokenizer over bytes plus the listed merges, whose results get ids 256, 257, ... in order.
+BpeTokenizer tokenizer_with_merges(const std::vector<std::pair<std::string, std::string>>& merges,
+                                   bool ignore_merges = false) {
+    auto vocab = byte_vocab();
+    for (const auto& [left, right] : merges) vocab.emplace(left + right, static_cast<int32_t>(vocab.size()));
+    BpeTokenizer tokenizer = BpeTokenizer::from_parts(vocab, merges, {"<|endoftext|>"});
+    if (!ignore_merges) return tokenizer;
+    nlohmann::json doc = nlohmann::json::parse(tokenizer.to_json());
+    doc["model"]["ignore_merges"] = true;
+    return BpeTokenizer::from_json(doc.dump());
+}
+
+std::string random_bytes(std::mt19937& rng, std::size_t size) {
+    std::uniform_int_distribution<int> byte(0, 255);
+    std::string out(size, '\0');
+    for (char& c : out) c = static_cast<char>(byte(rng));
+    return out;
+}
+
+std::string join(const Pieces& pieces) {
+    std::string out;
+    for (const std::string& piece : pieces) out += piece;
+    return out;
+}
+
+// The exception message thrown by `from_json(text, source)`, or "" if none.
+std::string load_error(const std::string& text, const std::string& source = "bad.json") {
+    try {
+        BpeTokenizer::from_json(text, source);
+    } catch (const ModelError& e) {
+        return e.what();
+    }
+    return "";
+}
+
+nlohmann::json trained_json() { return nlohmann::json::parse(trained_tokenizer().to_json()); }
+
+const std::vector<std::string> kSamples = {
+    "",
+    "Hello world's  3 apples!",
+    "The federated clients don't share data; they've only 12345 updates.\n\n  Indented line\r\n\tTabbed",
+    "naïve café résumé — Ångström, Æsir, façade",
+    "東京は日本の首都です。北京欢迎你！서울특별시",
+    "Emoji: 😀👍🏽🇺🇸 and ❤️ family 👨‍👩‍👧",
+    "Русский текст и ελληνικά και עברית ومرحبا بالعالم हिन्दी",
+    "<|endoftext|> is not special here <|pad|>",
+    "invalid \xff\xfe utf8 \xc3 truncated \xe2\x82 and overlong \xc0\xaf and surrogate \xed\xa0\x80",
+    std::string("nul\0byte", 8),
+    "                trailing spaces and \u00a0nbsp\u3000ideographic   ",
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------- byte-level map
+
+TEST(ByteToUnicode, IsGpt2Map) {
+    const auto& map = BpeTokenizer::byte_to_unicode();
+    ASSERT_EQ(map.size(), 256u);
+    EXPECT_EQ(map['!'], "!");
+    EXPECT_EQ(map['a'], "a");
+    EXPECT_EQ(map[0], "\u0100");     // Ā
+    EXPECT_EQ(map[' '], "\u0120");   // Ġ
+    EXPECT_EQ(map['\n'], "\u010A");  // Ċ
+    EXPECT_EQ(map[0xAD], "\u0143");  // soft hyphen, the last unprintable byte
+    EXPECT_EQ(map[0xE9], "\u00E9");
+    EXPECT_EQ(std::set<std::string>(map.begin(), map.end()).size(), 256u);
+}
+
+// ---------------------------------------------------------------- pre-tokenizers
+
+TEST(PreTokenize, Gpt2HandChecked) {
+    EXPECT_EQ(BpeTokenizer::pre_tokenize("Hello world's  3 apples!", Kind::Gpt2),
+              (Pieces{"Hello", " world", "'s", " ", " 3", " apples", "!"}));
+    EXPECT_EQ(BpeTokenizer::pre_tokenize("I'M don't 12345abc", Kind::Gpt2),
+              (Pieces{"I", "'", "M", " don", "'t", " 12345", "abc"}));
+    EXPECT_EQ(BpeTokenizer::pre_tokenize("a\n\n  b  ", Kind::Gpt2), (Pieces{"a", "\n\n ", " b", "  "}));
+    EXPECT_EQ(BpeTokenizer::pre_tokenize(" !? x\tz", Kind::Gpt2), (Pieces{" !?", " x", "\t", "z"}));
+}
+
+TEST(PreTokenize, Llama3HandChecked) {
+    EXPECT_EQ(BpeTokenizer::pre_tokenize("Hello world's  12345 apples!!\n\n  x", Kind::Llama3),
+              (Pieces{"Hello", " world", "'s", " ", " ", "123", "45", " apples", "!!\n\n", " ", " x"}));
+    // One non-letter may prefix a word (".b"); a space before punctuation goes with the punctuation.
+    EXPECT_EQ(BpeTokenizer::pre_tokenize("I'M (hi) a.b\n\n  c", Kind::Llama3),
+              (Pieces{"I", "'M", " (", "hi", ")", " a", ".b", "\n\n", " ", " c"}));
+    EXPECT_EQ(BpeTokenizer::pre_tokenize("1234567 x1y", Kind::Llama3), (Pieces{"123", "456", "7", " x", "1", "y"}));
+}
+
+TEST(PreTokenize, Qwen2AndIsolatedDigits) {
+    EXPECT_EQ(BpeTokenizer::pre_tokenize("v 2024!", Kind::Qwen2), (Pieces{"v", " ", "2", "0", "2", "4", "!"}));
+    // Digits first, then the GPT-2 regex on "a " and "b c": the space before a digit stays alone.
+    EXPECT_EQ(BpeTokenizer::pre_tokenize("a 12b c", Kind::Gpt2IsolatedDigits),
+              (Pieces{"a", " ", "1", "2", "b", " c"}));
+}
+
+TEST(PreTokenize, NonAsciiClasses) {
+    EXPECT_EQ(BpeTokenizer::pre_tokenize("naïve café 東京２０", Kind::Gpt2),
+              (Pieces{"naïve", " café", " 東京", "２０"}));
+    // U+00A0 and U+3000 are whitespace; emoji and em dash are neither letters nor numbers.
+    EXPECT_EQ(BpeTokenizer::pre_tokenize("a\u00a0b\u3000c —😀x", Kind::Gpt2),
+              (Pieces{"a", "\u00a0", "b", "\u3000", "c", " —😀", "x"}));
+}
+
+TEST(PreTokenize, InvalidUtf8BytesAreOtherSymbols) {
+    const std::string text = "ab\xff\xfe" "cd \x80x";
+    EXPECT_EQ(BpeTokenizer::pre_tokenize(text, Kind::Gpt2), (Pieces{"ab", "\xff\xfe", "cd", " \x80", "x"}));
+    EXPECT_EQ(BpeTokenizer::pre_tokenize(text, Kind::Llama3), (Pieces{"ab", "\xff\xfe", "cd", " \x80", "x"}));
+    // Llama 3 lets one "other" character prefix a word, an invalid byte included.
+    EXPECT_EQ(BpeTokenizer::pre_tokenize("ab\xfe" "cd", Kind::Llama3), (Pieces{"ab", "\xfe" "cd"}));
+}
+
+TEST(PreTokenize, PiecesCoverRandomBytes) {
+    std::mt19937 rng(42);
+    for (int trial = 0; trial < 200; ++trial) {
+        const std::string text = random_bytes(rng, 1 + trial * 5);
+        for (Kind kind : kAllKinds) {
+            const Pieces pieces = BpeTokenizer::pre_tokenize(text, kind);
+            for (const std::string& piece : pieces) ASSERT_FALSE(piece.empty());
+            ASSERT_EQ(join(pieces), text);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- merges
+
+TEST(Merges, HandCheckedIds) {
+    // Ids: bytes 0..255, then "ll" 256, "he" 257, "llo" 258, "hello" 259; "<|endoftext|>" 260.
+    const BpeTokenizer tokenizer = tokenizer_with_merges({{"l", "l"}, {"h", "e"}, {"ll", "o"}, {"he", "llo"}});
+    EXPECT_EQ(tokenizer.vocab_size(), 261);
+    EXPECT_EQ(tokenizer.encode("hello"), (std::vector<int32_t>{259}));
+    EXPECT_EQ(tokenizer.encode("hell"), (std::vector<int32_t>{257, 256}));
+    EXPECT_EQ(tokenizer.encode("yellow"), (std::vector<int32_t>{'y', 'e', 258, 'w'}));
+    // " hello" is one GPT-2 piece "Ġhello"; no merge involves Ġ.
+    EXPECT_EQ(tokenizer.encode("hello hello"), (std::vector<int32_t>{259, ' ', 259}));
+    EXPECT_EQ(tokenizer.token_string(258), "llo");
+    EXPECT_EQ(tokenizer.token_id("hello"), 259);
+    EXPECT_EQ(tokenizer.token_id("nope"), -1);
+}
+
+TEST(Merges, LowerRankWinsOverPosition) {
+    // "abc": (b,c) has the better rank, so it merges first even though (a,b) is further left.
+    const BpeTokenizer bc_first = tokenizer_with_merges({{"b", "c"}, {"a", "b"}});
+    EXPECT_EQ(bc_first.encode("abc"), (std::vector<int32_t>{'a', 256}));
+    const BpeTokenizer ab_first = tokenizer_with_merges({{"a", "b"}, {"b", "c"}});
+    EXPECT_EQ(ab_first.encode("abc"), (std::vector<int32_t>{256, 'c'}));
+    // Equal pairs merge left to right.
+    const BpeTokenizer aa = tokenizer_with_merges({{"a", "a"}});
+    EXPECT_EQ(aa.encode("aaaaa"), (std::vector<int32_t>{256, 256, 'a'}));
+}
+
+TEST(Merges, IgnoreMergesUsesWholeWordFromVocab) {
+    // "abc" is in the vocabulary, but the merges build "ab" + "c" only... unless ignore_merges.
+    const std::vector<std::pair<std::string, std::string>> merges = {{"a", "b"}, {"b", "c"}, {"a", "bc"}};
+    // ids: ab 256, bc 257, abc 258.
+    EXPECT_EQ(tokenizer_with_merges(merges, false).encode("abc"), (std::vector<int32_t>{256, 'c'}));
+    EXPECT_EQ(tokenizer_with_merges(merges, true).encode("abc"), (std::vector<int32_t>{258}));
+}
+
+// ---------------------------------------------------------------- round trips
+
+TEST(RoundTrip, SamplesAllPreTokenizers) {
+    const BpeTokenizer& trained = trained_tokenizer();
+    const auto json = trained_json();
+    std::vector<std::pair<std::string, std::string>> merges;
+    for (const auto& merge : json["model"]["merges"]) {
+        const std::string text = merge.get<std::string>();
+        merges.emplace_back(text.substr(0, text.find(' ')), text.substr(text.find(' ') + 1));
+    }
+    for (Kind kind : kAllKinds) {
+        const auto vocab = json["model"]["vocab"].get<std::unordered_map<std::string, int32_t>>();
+        const BpeTokenizer tokenizer = BpeTokenizer::from_parts(vocab, merges, {"<|endoftext|>"}, kind);
+        for (const std::string& sample : kSamples) {
+            EXPECT_EQ(tokenizer.decode(tokenizer.encode(sample)), sample) << "kind " << static_cast<int>(kind);
+        }
+    }
+    for (const std::string& sample : kSamples) EXPECT_EQ(trained.decode(trained.encode(sample)), sample);
+}
+
+TEST(RoundTrip, RandomByteStrings) {
+    const BpeTokenizer& tokenizer = trained_tokenizer();
+    std::mt19937 rng(7);
+    for (int trial = 0; trial < 300; ++trial) {
+        const std::string text = random_bytes(rng, static_cast<std::size_t>(trial) * 3);
+        ASSERT_EQ(tokenizer.decode(tokenizer.encode(text)), text) << "trial " << trial;
+    }
+    // Long runs exercise the heap-based merge on uncached pieces.
+    const std::string long_word(5000, 'e');
+    EXPECT_EQ(tokenizer.decode(tokenizer.encode(long_word)), long_word);
+}
+
+TEST(RoundTrip, EncodesEveryIdInRange) {
+    const BpeTokenizer& tokenizer = trained_tokenizer();
+    for (int32_t id : tokenizer.encode(kSamples[5] + kSamples[8])) {
+        EXPECT_GE(id, 0);
+        EXPECT_LT(id, tokenizer.vocab_size());
+    }
+    EXPECT_THROW(tokenizer.decode({tokenizer.vocab_size()}), ModelError);
+    EXPECT_THROW(tokenizer.decode({-1}), ModelError);
+    EXPECT_THROW(tokenizer.token_string(-1), ModelError);
+    EXPECT_THROW(BpeTokenizer().encode("x"), ModelError);
+}
+
+TEST(RoundTrip, ConcurrentEncodesAgree) {
+    // The word cache is shared; concurrent const calls must give the single-threaded answer.
+    const BpeTokenizer tokenizer = trained_tokenizer();  // a copy starts with an empty cache
+    const std::string text = synthetic_text(5, 400) + kSamples[4] + kSamples[8];
+    const std::vector<int32_t> expected = trained_tokenizer().encode(text);
+    std::vector<std::vector<int32_t>> results(4);
+    std::vector<std::thread> threads;
+    for (auto& result : results) {
+        threads.emplace_back([&tokenizer, &text, &result] {
+            for (int repeat = 0; repeat < 5; ++repeat) result = tokenizer.encode(text);
+        });
+    }
+    for (std::thread& thread : threads) thread.join();
+    for (const auto& result : results) EXPECT_EQ(result, expected);
+}
+
+TEST(SpecialTokens, NotInterpretedInText) {
+    const BpeTokenizer& tokenizer = trained_tokenizer();
+    const int32_t eos = tokenizer.eos_id();
+    ASSERT_GE(eos, 0);
+    const std::string text = "before<|endoftext|>after <|pad|>";
+    const std::vector<int32_t> ids = tokenizer.encode(text);
+    EXPECT_EQ(std::count(ids.begin(), ids.end(), eos), 0);
+    EXPECT_EQ(std::count(ids.begin(), ids.end(), tokenizer.pad_id()), 0);
+    EXPECT_EQ(tokenizer.decode(ids), text);
+    EXPECT_EQ(tokenizer.decode({eos}), "<|endoftext|>");
+    std::vector<int32_t> with_eos = ids;
+    with_eos.push_back(eos);
+    EXPECT_EQ(tokenizer.decode(with_eos), text + "<|endoftext|>");
+}
+
+TEST(SpecialTokens, DetectionRules) {
+    // Trained: <|endoftext|> is eos and bos, <|pad|> is pad; specials follow the vocabulary.
+    const BpeTokenizer& trained = trained_tokenizer();
+    EXPECT_EQ(trained.vocab_size(), 600);
+    EXPECT_EQ(trained.token_id("<|endoftext|>"), 598);
+    EXPECT_EQ(trained.eos_id(), 598);
+    EXPECT_EQ(trained.bos_id(), 598);
+    EXPECT_EQ(trained.pad_id(), 599);
+
+    // Llama 3 names; no pad token, so pad falls back to eos.
+    const BpeTokenizer llama =
+        BpeTokenizer::from_parts(byte_vocab(), {}, {"<|begin_of_text|>", "<|end_of_text|>"}, Kind::Llama3);
+    EXPECT_EQ(llama.bos_id(), 256);
+    EXPECT_EQ(llama.eos_id(), 257);
+    EXPECT_EQ(llama.pad_id(), 257);
+
+    EXPECT_THROW(BpeTokenizer::from_parts(byte_vocab(), {}, {"<|x|>", "<|x|>"}), ModelError);
+
+    const BpeTokenizer none = BpeTokenizer::from_parts(byte_vocab(), {}, {});
+    EXPECT_EQ(none.bos_id(), -1);
+    EXPECT_EQ(none.eos_id(), -1);
+    EXPECT_EQ(none.pad_id(), -1);
+}
+
+// ---------------------------------------------------------------- tokenizer.json
+
+TEST(TokenizerJson, WriteReadRoundTrip) {
+    const BpeTokenizer& original = trained_tokenizer();
+    const std::string text = original.to_json();
+    const BpeTokenizer reread = BpeTokenizer::from_json(text, "roundtrip.json");
+    EXPECT_EQ(reread.to_json(), text);
+    EXPECT_EQ(reread.vocab_size(), original.vocab_size());
+    EXPECT_EQ(reread.eos_id(), original.eos_id());
+    for (const std::string& sample : kSamples) EXPECT_EQ(reread.encode(sample), original.encode(sample));
+
+    // Hugging Face layout: version, ByteLevel pre-tokenizer/decoder, merges in "a b" form.
+    const auto doc = nlohmann::json::parse(text);
+    EXPECT_EQ(doc["version"], "1.0");
+    EXPECT_EQ(doc["model"]["type"], "BPE");
+    EXPECT_EQ(doc["pre_tokenizer"]["type"], "ByteLevel");
+    EXPECT_EQ(doc["decoder"]["type"], "ByteLevel");
+    EXPECT_TRUE(doc["model"]["merges"][0].is_string());
+    EXPECT_EQ(doc["added_tokens"][0]["content"], "<|endoftext|>");
+    EXPECT_EQ(doc["added_tokens"][0]["special"], true);
+}
+
+TEST(TokenizerJson, SaveAndLoadFile) {
+    const std::string path = ::testing::TempDir() + "h2tune_tokenizer_test.json";
+    trained_tokenizer().save(path);
+    const BpeTokenizer loaded = BpeTokenizer::from_file(path);
+    EXPECT_EQ(loaded.to_json(), trained_tokenizer().to_json());
+    std::remove(path.c_str());
+    EXPECT_THROW(BpeTokenizer::from_file(path), ModelError);
+}
+
+TEST(TokenizerJson, EveryPreTokenizerRoundTrips) {
+    for (Kind kind : kAllKinds) {
+        const BpeTokenizer tokenizer = BpeTokenizer::from_parts(byte_vocab(), {}, {"<|endoftext|>"}, kind);
+        const std::string text = tokenizer.to_json();
+        const BpeTokenizer reread = BpeTokenizer::from_json(text);
+        EXPECT_EQ(reread.to_json(), text);
+        EXPECT_EQ(reread.encode("ab 12345  x\n\ny"), tokenizer.encode("ab 12345  x\n\ny"));
+    }
+}
+
+TEST(TokenizerJson, MergesInStringAndArrayForm) {
+    auto doc = trained_json();
+    nlohmann::json arrays = nlohmann::json::array();
+    for (const auto& merge : doc["model"]["merges"]) {
+        const std::string text = merge.get<std::string>();
+        const auto space = text.find(' ');
+        arrays.push_back({text.substr(0, space), text.substr(space + 1)});
+    }
+    doc["model"]["merges"] = arrays;
+    const BpeTokenizer from_arrays = BpeTokenizer::from_json(doc.dump(), "arrays.json");
+    EXPECT_EQ(from_arrays.to_json(), trained_tokenizer().to_json());  // written back in string form
+    for (const std::string& sample : kSamples) EXPECT_EQ(from_arrays.encode(sample), trained_tokenizer().encode(sample));
+}
+
+TEST(TokenizerJson, Llama3StyleDocument) {
+    // The shape of Meta's file: Split(regex) + ByteLevel(use_regex false), added tokens outside
+    // the model vocabulary, ignore_merges.
+    auto doc = nlohmann::json::parse(BpeTokenizer::from_parts(byte_vocab(), {}, {}).to_json());
+    doc["pre_tokenizer"] = nlohmann::json::parse(R"({"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},
+         "behavior": "Isolated", "invert": false},
+        {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]})");
+    doc["post_processor"] = nlohmann::json::parse(R"({"type": "TemplateProcessing", "single": []})");
+    doc["added_tokens"] = nlohmann::json::parse(R"([
+        {"id": 256, "content": "<|begin_of_text|>", "special": true},
+        {"id": 257, "content": "<|end_of_text|>", "special": true},
+        {"id": 258, "content": "<|reserved_special_token_0|>", "special": true}])");
+    doc["model"]["ignore_merges"] = true;
+    const BpeTokenizer tokenizer = BpeTokenizer::from_json(doc.dump(), "llama3.json");
+    EXPECT_EQ(tokenizer.vocab_size(), 259);
+    EXPECT_EQ(tokenizer.bos_id(), 256);
+    EXPECT_EQ(tokenizer.eos_id(), 257);
+    EXPECT_EQ(tokenizer.encode("12345"), (std::vector<int32_t>{'1', '2', '3', '4', '5'}));
+    EXPECT_EQ(nlohmann::json::parse(tokenizer.to_json())["pre_tokenizer"], doc["pre_tokenizer"]);
+}
+
+TEST(TokenizerJson, Gpt2StyleEndOfTextInVocabAndAddedTokens) {
+    auto vocab = byte_vocab();
+    vocab["<|endoftext|>"] = 256;
+    auto doc = nlohmann::json::parse(BpeTokenizer::from_parts(vocab, {}, {"<|endoftext|>"}).to_json());
+    EXPECT_EQ(doc["added_tokens"][0]["id"], 256);
+    const BpeTokenizer tokenizer = BpeTokenizer::from_json(doc.dump());
+    EXPECT_EQ(tokenizer.vocab_size(), 257);
+    EXPECT_EQ(tokenizer.eos_id(), 256);
+    EXPECT_EQ(tokenizer.decode({256}), "<|endoftext|>");
+}
+
+TEST(TokenizerJson, RejectsMalformedInput) {
+    EXPECT_NE(load_error("{not json", "broken.json").find("broken.json: invalid tokenizer JSON"), std::string::npos);
+
+    auto missing = trained_json();
+    missing["model"].erase("vocab");
+    EXPECT_NE(load_error(missing.dump()).find("bad.json: model lacks the field 'vocab'"), std::string::npos);
+
+    auto unknown_merge = trained_json();
+    unknown_merge["model"]["merges"].push_back("zzz_unknown \u0120the");
+    const std::string merge_error = load_error(unknown_merge.dump(), "merges.json");
+    EXPECT_NE(merge_error.find("merges.json:"), std::string::npos) << merge_error;
+    EXPECT_NE(merge_error.find("'zzz_unknown', which is not in the vocabulary"), std::string::npos) << merge_error;
+
+    auto bad_merge_form = trained_json();
+    bad_merge_form["model"]["merges"].push_back("a b c");
+    EXPECT_NE(load_error(bad_merge_form.dump()).find("is not of the form"), std::string::npos);
+
+    auto duplicate_id = trained_json();
+    duplicate_id["model"]["vocab"]["zzz"] = 3;
+    EXPECT_NE(load_error(duplicate_id.dump()).find("duplicate id 3"), std::string::npos);
+
+    auto out_of_range = trained_json();
+    out_of_range["added_tokens"][0]["id"] = 100000;
+    EXPECT_NE(load_error(out_of_range.dump()).find("id 100000 of token '<|endoftext|>' is out of range"),
+              std::string::npos);
+
+    auto negative = trained_json();
+    negative["model"]["vocab"]["a"] = -5;
+    EXPECT_NE(load_error(negative.dump()).find("out of range"), std::string::npos);
+
+    std::unordered_map<std::string, int32_t> no_zero_byte;
+    for (int b = 1; b < 256; ++b) no_zero_byte.emplace(BpeTokenizer::byte_to_unicode()[b], b - 1);
+    try {
+        BpeTokenizer::from_parts(no_zero_byte, {}, {});
+        ADD_FAILURE() << "a vocabulary without byte 0 was accepted";
+    } catch (const ModelError& e) {
+        EXPECT_NE(std::string(e.what()).find("lacks the byte-level token '\u0100' for byte 0"), std::string::npos)
+            << e.what();
+    }
+}
+
+TEST(TokenizerJson, RejectsUnsupportedComponents) {
+    auto regex = trained_json();
+    regex["pre_tokenizer"] = nlohmann::json::parse(R"({"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": "\\w+|[^\\w\\s]+"}, "behavior": "Isolated", "invert": false},
+        {"type": "ByteLevel", "add_prefix_space": false, "use_regex": false}]})");
+    const std::string regex_error = load_error(regex.dump());
+    EXPECT_NE(regex_error.find(R"(unsupported pre_tokenizer Split regex "\\w+|[^\\w\\s]+")"), std::string::npos)
+        << regex_error;
+
+    auto normalizer = trained_json();
+    normalizer["normalizer"] = {{"type", "Lowercase"}};
+    EXPECT_NE(load_error(normalizer.dump()).find("unsupported normalizer"), std::string::npos);
+
+    auto prefix_space = trained_json();
+    prefix_space["pre_tokenizer"]["add_prefix_space"] = true;
+    EXPECT_NE(load_error(prefix_space.dump()).find("add_prefix_space true is not supported"), std::string::npos);
+
+    auto wordpiece = trained_json();
+    wordpiece["pre_tokenizer"] = {{"type", "Whitespace"}};
+    EXPECT_NE(load_error(wordpiece.dump()).find("unsupported pre_tokenizer Whitespace"), std::string::npos);
+
+    auto fallback = trained_json();
+    fallback["model"]["byte_fallback"] = true;
+    EXPECT_NE(load_error(fallback.dump()).find("byte_fallback"), std::string::npos);
+
+    auto nfc = trained_json();
+    nfc["normalizer"] = {{"type", "NFC"}};
+    EXPECT_EQ(load_error(nfc.dump()), "");  // accepted as identity, written back
+    EXPECT_EQ(nlohmann::json::parse(BpeTokenizer::from_json(nfc.dump()).to_json())["normalizer"]["type"], "NFC");
+}
+
+// ---------------------------------------------------------------- trainer
+
+TEST(Trainer, DeterministicAndCompresses) {
+    const std::vector<std::string> texts = {synthetic_text(1, 1500), synthetic_text(2, 1500)};
+    BpeTrainOptions options;
+    options.vocab_size = 500;
+    const BpeTokenizer first = bpe_train(texts, options);
+    const BpeTokenizer second = bpe_train(texts, options);
+    EXPECT_EQ(first.to_json(), second.to_json());
+    EXPECT_EQ(first.vocab_size(), 500);
+
+    const std::string unseen = synthetic_text(99, 200);
+    const std::size_t tokens = first.encode(unseen).size();
+    EXPECT_LT(tokens * 2, unseen.size()) << tokens << " tokens for " << unseen.size() << " bytes";
+    EXPECT_EQ(first.decode(first.encode(unseen)), unseen);
+
+    // Byte tokens come first, in byte order.
+    for (int b = 0; b < 256; ++b) ASSERT_EQ(first.token_id(BpeTokenizer::byte_to_unicode()[b]), b);
+}
+
+TEST(Trainer, FirstMergesAreTheMostFrequentPairs) {
+    // Pieces "abab", " cd", " abab", " cd". (a,b) occurs 4 times and merges first. Then
+    // (ab,ab), (" ",c) and (c,d) all occur twice; the smallest bytes win: (" ", "c") < ("ab", "ab")
+    // < ("c", "d"), and afterwards (" c", "d") < ("ab", "ab").
+    BpeTrainOptions options;
+    options.vocab_size = 256 + 3;
+    options.specials = {};
+    const BpeTokenizer tokenizer = bpe_train({"abab cd abab cd"}, options);
+    const auto merges = nlohmann::json::parse(tokenizer.to_json())["model"]["merges"];
+    ASSERT_EQ(merges.size(), 3u);
+    EXPECT_EQ(merges[0], "a b");
+    EXPECT_EQ(merges[1], "\u0120 c");
+    EXPECT_EQ(merges[2], "\u0120c d");
+}
+
+TEST(Trainer, StopsAtMinFrequencyAndRejectsTinyVocab) {
+    BpeTrainOptions options;
+    options.vocab_size = 1000;
+    options.min_frequency = 2;
+    const BpeTokenizer tokenizer = bpe_train({"xyz xyz q"}, options);
+    // Pieces "xyz", " xyz", " q": only (x,y) and then (xy,z) occur twice.
+    EXPECT_EQ(tokenizer.vocab_size(), 256 + 2 + 2);
+    options.vocab_size = 200;
+    EXPECT_THROW(bpe_train({"abc"}, options), ConfigError);
+}
