@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <thread>
 #include <set>
 
 #include "h2tune/app/cli.h"
@@ -37,7 +38,9 @@ int cmd_eval(const Args& args) {
     if (!parse_command_options("eval", "--model-dir DIR (--task NAME | --test-file FILE) [options]", desc, args, vm))
         return kExitOk;
     if (vm.count("task") == vm.count("test-file")) throw ConfigError("eval: give exactly one of --task and --test-file");
-    if (vm["threads"].as<int>() > 0) torch::set_num_threads(vm["threads"].as<int>());
+    // LibTorch's default here is 1 thread; 0 means every core.
+    torch::set_num_threads(vm["threads"].as<int>() > 0 ? vm["threads"].as<int>()
+                                                       : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
 
     const std::string model_dir = vm["model-dir"].as<std::string>();
     const std::string tok_path = vm.count("tokenizer") ? vm["tokenizer"].as<std::string>()

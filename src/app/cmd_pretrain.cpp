@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <thread>
 #include <fstream>
 #include <sstream>
 
@@ -116,7 +117,9 @@ int cmd_pretrain(const Args& args) {
                   len = vm["seq-len"].as<int64_t>();
     if (steps < 1 || batch < 1 || len < 8) throw ConfigError("pretrain: --steps, --batch-size >= 1 and --seq-len >= 8 required");
     if (!(vm["lr"].as<double>() > 0)) throw ConfigError("pretrain: --lr must be positive");
-    if (vm["threads"].as<int>() > 0) torch::set_num_threads(vm["threads"].as<int>());
+    // LibTorch's default here is 1 thread; 0 means every core.
+    torch::set_num_threads(vm["threads"].as<int>() > 0 ? vm["threads"].as<int>()
+                                                       : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
     const uint64_t seed = vm["seed"].as<uint64_t>();
 
     BpeTokenizer tok = BpeTokenizer::from_file(vm["tokenizer"].as<std::string>());
