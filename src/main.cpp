@@ -2,7 +2,10 @@
 #include <malloc.h>
 #include <mpi.h>
 
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 
 #include "h2tune/app/cli.h"
@@ -39,7 +42,19 @@ int fail(const char* kind, const char* what, int code) {
 
 }  // namespace
 
+// OpenMP threads that busy-wait between LibTorch operations steal the cores from each other and
+// from other ranks (measured ~10x slower training on 2 cores). libgomp reads OMP_WAIT_POLICY only
+// when the process starts, so when the user has not chosen a policy we set it and re-execute
+// ourselves once. H2TUNE_NO_REEXEC=1 disables this.
+void ensure_passive_openmp(char** argv) {
+    if (std::getenv("OMP_WAIT_POLICY") || std::getenv("H2TUNE_NO_REEXEC")) return;
+    if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;
+    execv("/proc/self/exe", argv);
+    // execv only returns on failure; carry on with the active policy.
+}
+
 int main(int argc, char** argv) {
+    ensure_passive_openmp(argv);
     // glibc otherwise mmaps every large tensor and unmaps it on free, so each training step pays
     // page faults for its activations again; measured 3.5x slower on a small model.
     mallopt(M_MMAP_MAX, 0);

@@ -141,6 +141,22 @@ bool Hdf5File::exists(const std::string& name) const {
     return true;
 }
 
+std::vector<std::string> Hdf5File::children(const std::string& group) const {
+    Hdf5Id g(check(H5Gopen2(file_.get(), group.c_str(), H5P_DEFAULT), "missing group " + where(group)));
+    H5G_info_t info;
+    check_status(H5Gget_info(g.get(), &info), "cannot query group " + where(group));
+    std::vector<std::string> out;
+    for (hsize_t i = 0; i < info.nlinks; ++i) {
+        const ssize_t n = H5Lget_name_by_idx(g.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
+        if (n < 0) fail("cannot list group " + where(group));
+        std::vector<char> buf(static_cast<size_t>(n) + 1, '\0');
+        if (H5Lget_name_by_idx(g.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, buf.data(), buf.size(), H5P_DEFAULT) < 0)
+            fail("cannot list group " + where(group));
+        out.emplace_back(buf.data(), static_cast<size_t>(n));
+    }
+    return out;
+}
+
 namespace {
 Hdf5Id open_object(hid_t file, const std::string& name, const std::string& where) {
     return Hdf5Id(check(H5Oopen(file, name.c_str(), H5P_DEFAULT), "cannot open " + where));

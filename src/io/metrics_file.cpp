@@ -26,6 +26,9 @@ MetricsFile::MetricsFile(const std::string& path, int64_t num_clients, const std
 MetricsFile::MetricsFile(const std::string& path) {
     file_ = std::make_unique<Hdf5File>(path, Hdf5File::Mode::ReadWrite);
     num_clients_ = file_->int_attribute("/", "num_clients");
+    // The metric lists are the file's own tables, so that appended rounds extend every one of them.
+    client_metrics_ = file_->children("/metrics");
+    round_metrics_ = file_->children("/rounds");
 }
 
 void MetricsFile::set_attribute(const std::string& name, const std::string& value) { file_->set_attribute("/", name, value); }
@@ -47,12 +50,14 @@ void MetricsFile::write_client_values(const std::string& field, const std::vecto
 
 void MetricsFile::append_round(const std::map<std::string, std::vector<double>>& client_values,
                                const std::map<std::string, double>& round_values) {
+    // Validate the whole round first: a rejected round must not leave the tables with unequal rows.
     for (const auto& m : client_metrics_) {
         auto it = client_values.find(m);
         if (it == client_values.end() || static_cast<int64_t>(it->second.size()) != num_clients_)
             throw IoError("metrics: round is missing per-client values of '" + m + "'");
-        file_->append_row("/metrics/" + m, H5Type::Float64, it->second.data(), num_clients_);
     }
+    for (const auto& m : client_metrics_)
+        file_->append_row("/metrics/" + m, H5Type::Float64, client_values.at(m).data(), num_clients_);
     for (const auto& m : round_metrics_) {
         auto it = round_values.find(m);
         double v = it == round_values.end() ? 0.0 : it->second;

@@ -41,8 +41,13 @@ std::vector<double> score_candidates(LlamaForCausalLM& model, const std::vector<
     torch::NoGradGuard no_grad;
     const int64_t C = static_cast<int64_t>(candidates.size());
     size_t max_len = 0;
-    for (const auto& c : candidates) max_len = std::max(max_len, c.size());
-    if (C == 0 || max_len == 0 || prompt.empty()) throw DataError("scoring needs a prompt and non-empty candidates");
+    bool any_empty = false;
+    for (const auto& c : candidates) {
+        max_len = std::max(max_len, c.size());
+        any_empty = any_empty || c.empty();
+    }
+    // Every candidate needs a first token (it is scored from the prompt's last position).
+    if (C == 0 || any_empty || prompt.empty()) throw DataError("scoring needs a prompt and non-empty candidates");
 
     KvCache cache;
     torch::Tensor prompt_ids = to_ids(prompt);
@@ -79,6 +84,9 @@ std::vector<double> score_candidates(LlamaForCausalLM& model, const std::vector<
 std::vector<double> score_candidates_naive(LlamaForCausalLM& model, const std::vector<int32_t>& prompt,
                                            const std::vector<std::vector<int32_t>>& candidates) {
     torch::NoGradGuard no_grad;
+    if (candidates.empty() || prompt.empty()) throw DataError("scoring needs a prompt and non-empty candidates");
+    for (const auto& cand : candidates)
+        if (cand.empty()) throw DataError("scoring needs a prompt and non-empty candidates");
     std::vector<double> scores;
     for (const auto& cand : candidates) {
         std::vector<int32_t> seq = prompt;
@@ -115,6 +123,7 @@ EvalResult evaluate_classification(LlamaForCausalLM& model, const BpeTokenizer& 
                                    const std::vector<std::string>& references, const LabelSet& labels,
                                    const EvalOptions& options) {
     if (encoded.size() != references.size()) throw DataError("evaluation: examples and references differ in count");
+    if (labels.ids.size() != labels.labels.size()) throw DataError("evaluation: label set has labels without ids");
     torch::NoGradGuard no_grad;
     const bool was_training = model->is_training();
     model->eval();
@@ -131,7 +140,11 @@ EvalResult evaluate_classification(LlamaForCausalLM& model, const BpeTokenizer& 
         if (labels.labels[best] == ref) ++correct;
         if (options.generate) {
             auto gen = greedy_generate(model, ex.prompt, static_cast<int64_t>(max_label) + 2, tokenizer.eos_id());
-            if (trim(tokenizer.decode(gen)) == trim(ref)) ++correct_generate;
+            // A model's vocabulary may be larger than its tokenizer's (padded embeddings); an id
+            // the tokenizer cannot decode never matches a reference.
+            const bool decodable = std::all_of(gen.begin(), gen.end(),
+                                               [&](int32_t id) { return id >= 0 && id < tokenizer.vocab_size(); });
+            if (decodable && trim(tokenizer.decode(gen)) == trim(ref)) ++correct_generate;
         }
     }
     if (was_training) model->train();

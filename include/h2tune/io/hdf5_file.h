@@ -37,6 +37,7 @@ public:
 
     void create_group(const std::string& name);  // parents created as needed; no-op if it exists
     bool exists(const std::string& name) const;  // group, dataset or path
+    std::vector<std::string> children(const std::string& group) const;  // link names, sorted by name
 
     // Attributes on the object at `object` ("/" for the file).
     void set_attribute(const std::string& object, const std::string& name, const std::string& value);

@@ -159,7 +159,8 @@ public:
     // input_ids [B, T] int64; attention_mask [B, T] (1 = real, 0 = padding; left or right padding)
     // or, with a non-empty cache, [B, past + T]; position_ids [B or 1, T] — when undefined they
     // are cumsum(mask) - 1 (counting the cached tokens), so padding never shifts positions.
-    // With a cache, its keys/values/mask are extended by this call. Returns [B, T, hidden].
+    // With a cache, its keys/values/mask are extended by this call (if it throws, discard the
+    // cache: some layers may already hold the new keys). Returns [B, T, hidden].
     torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask = {},
                           const torch::Tensor& position_ids = {}, KvCache* cache = nullptr);
 
