@@ -49,7 +49,12 @@ int fail(const char* kind, const char* what, int code) {
 void ensure_passive_openmp(char** argv) {
     if (std::getenv("OMP_WAIT_POLICY") || std::getenv("H2TUNE_NO_REEXEC")) return;
     if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;
-    execv("/proc/self/exe", argv);
+    // Exec the resolved path (not /proc/self/exe) so that ps and top still show "h2tune".
+    char self[4096];
+    const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n <= 0) return;
+    self[n] = '\0';
+    execv(self, argv);
     // execv only returns on failure; carry on with the active policy.
 }
 

@@ -1,0 +1,172 @@
+#include <gtest/gtest.h>
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <limits>
+
+#include "h2tune/core/error.h"
+#include "h2tune/method/alignment.h"
+#include "h2tune/method/sparse_bank.h"
+
+using namespace h2tune;
+
+namespace {
+
+// One module type, R = 2 (4 entries per middle matrix), L_g = 2 slots.
+BankShape small_shape() { return BankShape{2, 1, 2}; }
+
+ClientUpload upload(int client, double n, std::vector<int64_t> mask, std::vector<std::vector<float>> relation,
+                    std::vector<std::vector<float>> values_per_layer) {
+    ClientUpload u;
+    u.client = client;
+    u.samples = n;
+    u.rank = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(mask.size()))));
+    u.layers = static_cast<int64_t>(values_per_layer.size());
+    u.mask = torch::tensor(mask, torch::kInt64).reshape({1, -1});
+    std::vector<float> rel;
+    for (auto& row : relation) rel.insert(rel.end(), row.begin(), row.end());
+    u.relation = torch::tensor(rel, torch::kFloat32).reshape({static_cast<int64_t>(relation.size()), -1});
+    std::vector<float> vals;
+    for (auto& layer : values_per_layer) vals.insert(vals.end(), layer.begin(), layer.end());
+    u.values = torch::tensor(vals, torch::kFloat32).reshape({u.layers, 1, -1});
+    return u;
+}
+
+}  // namespace
+
+TEST(SparseBank, OneClientIsIdentityOnCoveredEntriesAndKeepsTheRest) {
+    BankShape s{3, 2, 4};
+    torch::manual_seed(1);
+    torch::Tensor bank = torch::randn({3, 2, 16});
+    const torch::Tensor before = bank.clone();
+    ClientUpload u;
+    u.samples = 10;
+    u.rank = 2;
+    u.layers = 3;
+    u.mask = torch::tensor(std::vector<int64_t>{0, 5, 6, 15, 1, 2, 3, 4}, torch::kInt64).reshape({2, 4});
+    u.relation = torch::eye(3);  // layer l <-> slot l
+    u.values = torch::randn({3, 2, 4});
+    ASSERT_EQ(validate_upload(u, s), "");
+    aggregate_sparse(bank, {&u});
+    for (int64_t m = 0; m < 2; ++m) {
+        torch::Tensor covered = bank.select(1, m).index_select(1, u.mask[m]);
+        EXPECT_TRUE(torch::allclose(covered, u.values.select(1, m))) << m;
+    }
+    // Entry 7 of module 0 and entry 10 of module 1 were covered by nobody.
+    EXPECT_TRUE(torch::equal(bank[1][0][7], before[1][0][7]));
+    EXPECT_TRUE(torch::equal(bank[2][1][10], before[2][1][10]));
+}
+
+TEST(SparseBank, HandComputedMultiClientExampleWithDensitiesAndRelations) {
+    BankShape s = small_shape();
+    torch::Tensor bank = torch::full({2, 1, 4}, 100.0f);
+    // Client A: rank 2 (covers all 4 entries, density 1), one layer spread 0.25 / 0.75 over slots.
+    ClientUpload a = upload(0, 2.0, {0, 1, 2, 3}, {{0.25f}, {0.75f}}, {{1, 2, 3, 4}});
+    // Client B: rank 1 (covers entry 2 only, density 1/4), two layers, layer 0 -> slot 0, layer 1 -> slot 1.
+    ClientUpload b = upload(1, 1.0, {2}, {{1.0f, 0.0f}, {0.0f, 1.0f}}, {{10}, {20}});
+    ASSERT_EQ(validate_upload(a, s), "");
+    ASSERT_EQ(validate_upload(b, s), "");
+    aggregate_sparse(bank, {&a, &b});
+    // slot 0: A weight 2*0.25 = 0.5 on every entry; B weight 1 on entry 2.
+    //   e0 = 1, e1 = 2, e2 = (0.5*3 + 1*10) / 1.5 = 7.6667, e3 = 4
+    // slot 1: A weight 1.5; B weight 1 on entry 2: e2 = (1.5*3 + 20) / 2.5 = 9.8
+    std::vector<float> expected = {1, 2, 11.5f / 1.5f, 4, 1, 2, 24.5f / 2.5f, 4};
+    EXPECT_TRUE(torch::allclose(bank.reshape({-1}), torch::tensor(expected), 1e-5, 1e-6)) << bank;
+}
+
+TEST(SparseBank, FixedOrderMakesAggregationReproducible) {
+    BankShape s{2, 1, 2};
+    ClientUpload a = upload(0, 3.0, {0, 1, 2, 3}, {{0.3f}, {0.7f}}, {{1.1f, -2, 3, 0.5f}});
+    ClientUpload b = upload(1, 5.0, {1}, {{0.6f}, {0.4f}}, {{7}});
+    torch::Tensor x = bank_zeros(s), y = bank_zeros(s);
+    aggregate_sparse(x, {&a, &b});
+    aggregate_sparse(y, {&a, &b});
+    EXPECT_TRUE(torch::equal(x, y));
+}
+
+TEST(SparseBank, ValidationRejectsBadPayloadsWithAReason) {
+    BankShape s = small_shape();
+    auto good = [] { return upload(0, 2.0, {0, 1, 2, 3}, {{0.25f}, {0.75f}}, {{1, 2, 3, 4}}); };
+    ClientUpload u = good();
+    EXPECT_EQ(validate_upload(u, s), "");
+    u = good();
+    u.values[0][0][1] = std::numeric_limits<float>::quiet_NaN();
+    EXPECT_NE(validate_upload(u, s).find("NaN"), std::string::npos);
+    u = good();
+    u.values[0][0][0] = std::numeric_limits<float>::infinity();
+    EXPECT_NE(validate_upload(u, s).find("Inf"), std::string::npos);
+    u = good();
+    u.mask[0][3] = 4;  // R*R = 4
+    EXPECT_NE(validate_upload(u, s).find("out of range"), std::string::npos);
+    u = good();
+    u.mask[0][0] = 1;  // duplicate
+    EXPECT_NE(validate_upload(u, s).find("ascending"), std::string::npos);
+    u = good();
+    u.relation[0][0] = 0.5f;
+    EXPECT_NE(validate_upload(u, s).find("sum to 1"), std::string::npos);
+    u = good();
+    u.samples = 0;
+    EXPECT_NE(validate_upload(u, s).find("sample count"), std::string::npos);
+    u = good();
+    u.rank = 3;
+    EXPECT_NE(validate_upload(u, s).find("rank"), std::string::npos);
+    u = good();
+    u.values = torch::zeros({1, 1, 3});
+    EXPECT_NE(validate_upload(u, s).find("values must be"), std::string::npos);
+}
+
+TEST(SparseBank, GatherAndRelationMixGiveThePersonalisedMiddleMatrices) {
+    torch::manual_seed(3);
+    torch::Tensor bank = torch::randn({3, 2, 9});  // L_g = 3, M = 2, R = 3
+    torch::Tensor mask = torch::tensor(std::vector<int64_t>{0, 4, 8, 1, 2, 3}, torch::kInt64).reshape({2, 3});
+    torch::Tensor slices = bank_gather(bank, mask);
+    ASSERT_EQ(slices.sizes(), (std::vector<int64_t>{3, 2, 3}));
+    EXPECT_FLOAT_EQ(slices[2][1][0].item<float>(), bank[2][1][1].item<float>());
+    torch::Tensor pi = relation_matrix(relation_prior(3, 2, 0.5), 1.0);
+    torch::Tensor mixed = relation_mix(pi, slices);  // [L_k = 2, M, n]
+    for (int64_t l = 0; l < 2; ++l) {
+        torch::Tensor expected = (pi.select(1, l).reshape({3, 1, 1}) * slices).sum(0);
+        EXPECT_TRUE(torch::allclose(mixed[l], expected, 1e-6, 1e-6));
+    }
+}
+
+TEST(Relation, ColumnsSumToOneAndPriorPrefersMatchingDepth) {
+    torch::Tensor pi = relation_matrix(relation_prior(8, 4, 0.5), 1.0);
+    EXPECT_TRUE(torch::allclose(pi.sum(0), torch::ones({4})));
+    EXPECT_EQ(pi.select(1, 0).argmax().item<int64_t>(), 0);  // first client layer reads the first slot
+    EXPECT_EQ(pi.select(1, 3).argmax().item<int64_t>(), 7);  // last reads the last
+    torch::Tensor end = relation_end(8, 4);
+    EXPECT_FLOAT_EQ(end[4][0].item<float>(), 1.0f);
+    EXPECT_FLOAT_EQ(end[7][3].item<float>(), 1.0f);
+    EXPECT_TRUE(torch::allclose(end.sum(0), torch::ones({4})));
+    EXPECT_THROW(relation_end(2, 4), ConfigError);
+}
+
+TEST(Relation, GradientsReachTheRelationLogitsThroughT) {
+    torch::manual_seed(5);
+    torch::Tensor z = relation_prior(4, 3, 0.5).requires_grad_(true);
+    torch::Tensor slices = torch::randn({4, 2, 4});
+    torch::Tensor t = relation_mix(relation_matrix(z, 1.0), slices);
+    (t * torch::randn_like(t)).sum().backward();
+    ASSERT_TRUE(z.grad().defined());
+    EXPECT_GT(z.grad().abs().sum().item<double>(), 0.0);
+}
+
+TEST(Mask, TopkSelectsLargestScoresInAscendingIndexOrder) {
+    torch::Tensor scores = torch::tensor(std::vector<float>{0.1f, 0.9f, 0.3f, 0.8f, 0.0f, 0.7f, 0.2f, 0.6f, 0.5f});
+    torch::Tensor m = select_mask(scores, 2, 3, "topk");  // 4 largest: 1 (0.9), 3 (0.8), 5 (0.7), 7 (0.6)
+    EXPECT_TRUE(torch::equal(m, torch::tensor(std::vector<int64_t>{1, 3, 5, 7})));
+    // Ties break towards the lower index, deterministically.
+    torch::Tensor flat = torch::ones({9});
+    EXPECT_TRUE(torch::equal(select_mask(flat, 1, 3, "topk"), torch::tensor(std::vector<int64_t>{0})));
+    EXPECT_TRUE(torch::equal(select_mask(flat, 2, 3, "block"), torch::tensor(std::vector<int64_t>{0, 1, 3, 4})));
+    EXPECT_THROW(select_mask(flat, 4, 3, "topk"), ConfigError);
+    EXPECT_THROW(select_mask(flat, 2, 3, "random"), ConfigError);
+}
+
+TEST(Mask, InitialScoresDifferPerClientAndAreReproducible) {
+    auto a = initial_mask_scores(11, 8), b = initial_mask_scores(11, 8), c = initial_mask_scores(12, 8);
+    EXPECT_TRUE(torch::equal(a, b));
+    EXPECT_FALSE(torch::equal(select_mask(a, 4, 8, "topk"), select_mask(c, 4, 8, "topk")));
+}
