@@ -15,6 +15,8 @@ def main() -> int:
     ap.add_argument("path")
     ap.add_argument("--clients", type=int, required=True)
     ap.add_argument("--rounds", type=int, required=True)
+    ap.add_argument("--federated", action="store_true", help="expect H2Tune payload bytes and densities")
+    ap.add_argument("--participants-per-round", type=int, default=0)
     args = ap.parse_args()
     errors = []
     with h5py.File(args.path, "r") as f:
@@ -30,11 +32,35 @@ def main() -> int:
                 continue
             if ds.shape != (args.rounds, args.clients):
                 errors.append(f"/metrics/{name} has shape {ds.shape}, expected {(args.rounds, args.clients)}")
-            if not np.all(np.isfinite(ds[()])):
-                errors.append(f"/metrics/{name} has non-finite values")
+        took_part = f["metrics/participated"][()] == 1
+        for name in REQUIRED:
+            if name in f["metrics"] and not np.all(np.isfinite(f["metrics"][name][()][took_part])):
+                errors.append(f"/metrics/{name} has non-finite values for participating clients")
         acc = f["metrics/test_accuracy"][()]
-        if np.any(acc < 0) or np.any(acc > 1):
+        if np.any(acc[took_part] < 0) or np.any(acc[took_part] > 1):
             errors.append("accuracy outside [0, 1]")
+        if not np.all(np.isnan(acc[~took_part])):
+            errors.append("clients that sat a round out must have NaN accuracy")
+        if args.participants_per_round:
+            counts = took_part.sum(axis=1)
+            if np.any(counts != args.participants_per_round):
+                errors.append(f"participants per round {counts}, expected {args.participants_per_round}")
+        elif not np.all(took_part):
+            errors.append("every client should take part in every round")
+        if args.federated:
+            up = f["metrics/bytes_up"][()]
+            down = f["metrics/bytes_down"][()]
+            dens = f["metrics/mask_density"][()]
+            if np.any(up[took_part] <= 0) or np.any(down[took_part] <= 0):
+                errors.append("participating clients must send and receive bytes")
+            if np.any(dens[took_part] <= 0) or np.any(dens[took_part] > 1):
+                errors.append(f"mask densities out of (0, 1]: {dens}")
+            rank = f["clients/rank"][()]
+            expected = (rank ** 2) / f.attrs["max_rank"] ** 2
+            if not np.allclose(dens[took_part], np.broadcast_to(expected, dens.shape)[took_part]):
+                errors.append("mask density is not r_k^2 / R^2")
+            if np.any(f["metrics/excluded"][()] != 0):
+                errors.append("no client should be excluded")
         maj = f["clients/majority_rate"][()]
         if maj.shape != (args.clients,) or np.any(maj <= 0) or np.any(maj > 1):
             errors.append(f"/clients/majority_rate malformed: {maj}")

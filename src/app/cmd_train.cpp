@@ -3,6 +3,9 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <cmath>
+#include <limits>
+#include <map>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -13,6 +16,7 @@
 #include "h2tune/app/build_info.h"
 #include "h2tune/app/cli.h"
 #include "h2tune/app/client_runtime.h"
+#include "h2tune/app/federation_protocol.h"
 #include "h2tune/app/command_options.h"
 #include "h2tune/comm/communicator.h"
 #include "h2tune/core/error.h"
@@ -26,10 +30,6 @@ namespace h2tune {
 
 namespace {
 
-const std::vector<std::string> kClientMetrics = {"train_loss",   "test_accuracy", "test_accuracy_generate",
-                                                 "tokens",       "bytes_up",      "bytes_down",
-                                                 "mask_density", "train_seconds", "eval_seconds",
-                                                 "excluded",     "participated"};
 const std::vector<std::string> kRoundMetrics = {"aggregate_seconds", "round_seconds"};
 const std::vector<std::string> kClientInfo = {"majority_rate", "rank",           "layers",
                                               "adapter_parameters", "train_examples", "test_examples",
@@ -71,6 +71,14 @@ int threads_per_rank(const JobConfig& job, const Communicator& comm) {
     return std::max(1, cores / std::max(1, comm.local_size()));
 }
 
+std::string format_bytes(double b) {
+    char buf[32];
+    if (b < 1024) std::snprintf(buf, sizeof buf, "%.0fB", b);
+    else if (b < 1024 * 1024) std::snprintf(buf, sizeof buf, "%.1fKiB", b / 1024);
+    else std::snprintf(buf, sizeof buf, "%.2fMiB", b / (1024 * 1024));
+    return buf;
+}
+
 std::string format_duration(double s) {
     char buf[32];
     if (s < 120) std::snprintf(buf, sizeof buf, "%.0fs", s);
@@ -104,9 +112,13 @@ int cmd_train(const Args& args) {
         overrides.emplace_back(s.substr(0, eq), s.substr(eq + 1));
     }
     JobConfig job = load_job_config(vm["config"].as<std::string>(), overrides);
-    if (job.run.method != "local")
+    const bool federated = job.run.method == "h2tune" || job.run.method == "h2tune-dense";
+    if (!federated && job.run.method != "local")
         throw ConfigError("command line: run.method = '" + job.run.method +
-                          "' is not implemented yet in this version; use --method local");
+                          "' is not implemented in this version (available: local, h2tune, h2tune-dense)");
+    if (job.federation.mask_refresh > 0)
+        throw ConfigError(job.source + ": option 'federation.mask_refresh': mask re-selection is not implemented "
+                          "in this version; use 0 (fixed masks, the default)");
 
     MpiSession mpi(nullptr, nullptr);
     Communicator comm;
@@ -119,7 +131,7 @@ int cmd_train(const Args& args) {
     if (root) {
         fs::create_directories(out_dir);
         metrics = std::make_unique<MetricsFile>((out_dir / "metrics.h5").string(), static_cast<int64_t>(K),
-                                                kClientMetrics, kRoundMetrics, vm["force"].as<bool>());
+                                                client_metric_names(), kRoundMetrics, vm["force"].as<bool>());
         metrics->set_attribute("h2tune_version", h2tune_version());
         metrics->set_attribute("git_sha", git_sha());
         metrics->set_attribute("torch_version", torch_version());
@@ -138,8 +150,9 @@ int cmd_train(const Args& args) {
     // Clients are spread round-robin: client k lives on rank k mod size.
     std::vector<std::unique_ptr<ClientRuntime>> clients;
     std::vector<double> info;
+    const int64_t global_layers = federated ? resolve_global_layers(job) : 0;
     for (size_t k = static_cast<size_t>(comm.rank()); k < K; k += static_cast<size_t>(comm.size())) {
-        clients.push_back(std::make_unique<ClientRuntime>(job, static_cast<int>(k)));
+        clients.push_back(std::make_unique<ClientRuntime>(job, static_cast<int>(k), global_layers));
         const auto& c = *clients.back();
         info.insert(info.end(), {static_cast<double>(k), c.majority_rate(), static_cast<double>(c.rank()),
                                  static_cast<double>(c.num_layers()), static_cast<double>(c.trainable_parameters()),
@@ -158,37 +171,67 @@ int cmd_train(const Args& args) {
         }
     }
 
+    FederatedServer server;
+    if (root && federated) {
+        const int64_t M = static_cast<int64_t>(job.federation.modules.size()), R = job.federation.max_rank;
+        metrics->set_attribute("global_layers", global_layers);
+        metrics->set_attribute("max_rank", static_cast<int64_t>(R));
+        // What the reference implementation sends per client per round in each direction.
+        metrics->set_attribute("dense_bank_bytes", global_layers * M * R * R * static_cast<int64_t>(sizeof(float)));
+        server.shape = BankShape{global_layers, static_cast<int64_t>(job.federation.modules.size()),
+                                 job.federation.max_rank};
+        server.bank = bank_zeros(server.shape);
+        server.masks.resize(K);
+        // Round 0 needs the masks before any upload: clients announce them once at start.
+    }
+    const FaultInjection fault = FaultInjection::from_environment();
+    if (federated) exchange_masks(comm, clients, server, K, fault);
+
     const auto run_start = std::chrono::steady_clock::now();
     for (int round = 0; round < job.run.rounds; ++round) {
         const auto round_start = std::chrono::steady_clock::now();
-        std::vector<double> local;
+        const std::vector<bool> participating = sample_participants(job, round);
+        std::map<int, double> bytes_down;
+        if (federated) bytes_down = send_downloads(comm, clients, server, participating, K);
+
+        ByteWriter upload;
         for (auto& client : clients) {
-            ClientRoundMetrics m = client->train_round(round);
-            client->evaluate(m);
-            local.insert(local.end(), {static_cast<double>(client->config().index), m.train_loss, m.test_accuracy,
-                                       m.test_accuracy_generate, m.tokens, 0.0, 0.0, 0.0, m.train_seconds,
-                                       m.eval_seconds, 0.0, 1.0});
+            const int k = client->config().index;
+            ClientRoundMetrics m;
+            const bool takes_part = participating[static_cast<size_t>(k)];
+            if (takes_part) {
+                m = client->train_round(round);
+                client->evaluate(m);
+            } else {
+                m.test_accuracy = m.test_accuracy_generate = std::numeric_limits<double>::quiet_NaN();
+            }
+            pack_upload(upload, *client, m, takes_part, federated, fault, round, bytes_down[k]);
         }
-        auto table = gather_records(comm, local, kClientMetrics.size(), K);
-        const double round_seconds =
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - round_start).count();
+        const auto parts = comm.gather(upload.buffer(), 0);
         if (root) {
-            std::map<std::string, std::vector<double>> columns;
-            for (size_t f = 0; f < kClientMetrics.size(); ++f) {
-                auto& col = columns[kClientMetrics[f]];
-                for (size_t k = 0; k < K; ++k) col.push_back(table[k].at(f));
-            }
-            metrics->append_round(columns, {{"aggregate_seconds", 0.0}, {"round_seconds", round_seconds}});
-            const auto& acc = columns["test_accuracy"];
-            double mean = 0, mn = 1;
-            for (double a : acc) {
-                mean += a / static_cast<double>(K);
+            RoundTable table = receive_uploads(parts, server, K, federated, round);
+            const double round_seconds =
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - round_start).count();
+            metrics->append_round(table.columns, {{"aggregate_seconds", table.aggregate_seconds},
+                                                  {"round_seconds", round_seconds}});
+            double mean = 0, mn = 1, up = 0, down = 0;
+            int counted = 0;
+            for (size_t k = 0; k < K; ++k) {
+                up += table.columns["bytes_up"][k];
+                down += table.columns["bytes_down"][k];
+                const double a = table.columns["test_accuracy"][k];
+                if (std::isnan(a)) continue;
+                mean += a;
                 mn = std::min(mn, a);
+                ++counted;
             }
+            mean = counted ? mean / counted : 0.0;
             const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
             const double eta = elapsed / (round + 1) * (job.run.rounds - round - 1);
-            std::printf("round %d/%d  acc mean %.3f min %.3f  bytes up 0 down 0  %.1fs  ETA %s\n", round + 1,
-                        job.run.rounds, mean, mn, round_seconds, format_duration(eta).c_str());
+            std::printf("round %d/%d  acc mean %.3f min %.3f  bytes up %s down %s  %.1fs  ETA %s\n", round + 1,
+                        job.run.rounds, mean, mn, format_bytes(up).c_str(), format_bytes(down).c_str(), round_seconds,
+                        format_duration(eta).c_str());
+            for (const auto& why : table.exclusions) std::printf("  excluded %s\n", why.c_str());
             std::fflush(stdout);
         }
     }

@@ -38,11 +38,17 @@ AdapterTrainer::~AdapterTrainer() = default;
 torch::optim::Optimizer& AdapterTrainer::optimizer() { return *optimizer_; }
 
 double AdapterTrainer::step(const torch::Tensor& loss) {
+    zero_grad();
+    loss.backward();
+    return apply();
+}
+
+void AdapterTrainer::zero_grad() { optimizer_->zero_grad(); }
+
+double AdapterTrainer::apply() {
     const double lr = scheduled_lr(options_.schedule, step_);
     for (auto& group : optimizer_->param_groups())
         static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
-    optimizer_->zero_grad();
-    loss.backward();
     if (options_.grad_clip > 0) torch::nn::utils::clip_grad_norm_(parameters_, options_.grad_clip);
     optimizer_->step();
     ++step_;

@@ -8,6 +8,7 @@
 
 #include "h2tune/core/job_config.h"
 #include "h2tune/data/loader.h"
+#include "h2tune/method/shared_middle.h"
 #include "h2tune/tokenizer/bpe_tokenizer.h"
 #include "h2tune/train/adapted_model.h"
 #include "h2tune/train/evaluate.h"
@@ -31,9 +32,24 @@ struct ClientRoundMetrics {
     double steps = 0;
 };
 
+// What a client uploads after an H2Tune round (packed by the caller).
+struct ClientUploadValues {
+    torch::Tensor masks;     // [M, r^2] int64
+    torch::Tensor relation;  // [L_g, L_k] float32
+    torch::Tensor values;    // [L_k, M, r^2] float32
+    double samples = 0;
+};
+
 class ClientRuntime {
 public:
-    ClientRuntime(const JobConfig& job, int client_index);
+    // `global_layers` is L_g (used by the h2tune methods; ignored by local).
+    ClientRuntime(const JobConfig& job, int client_index, int64_t global_layers = 0);
+
+    bool shares_middle() const { return shared_ != nullptr; }
+    // Start of an H2Tune round: the received bank slices G[:, m, Omega_m] ([L_g, M, r^2]).
+    void receive_slices(const torch::Tensor& slices);
+    ClientUploadValues upload_values() const;
+    const SharedMiddle* shared() const { return shared_.get(); }
 
     // One round of local training (local_steps, or local_epochs over the training split).
     ClientRoundMetrics train_round(int round);
@@ -61,7 +77,17 @@ private:
     std::vector<EncodedExample> test_encoded_;
     std::vector<std::string> test_references_;
     LabelSet labels_;
-    std::unique_ptr<AdapterTrainer> trainer_;
+    std::unique_ptr<AdapterTrainer> trainer_;          // theta_p = {A, B} (every method)
+    std::unique_ptr<SharedMiddle> shared_;              // h2tune methods only
+    std::unique_ptr<AdapterTrainer> trainer_residual_;  // theta_s: D
+    std::unique_ptr<AdapterTrainer> trainer_relation_;  // theta_s: Z (align = relation)
+    std::vector<int64_t> adapter_module_index_;         // adapter i -> index into federation.modules
+
+    void set_middles(const torch::Tensor& values);
+    double joint_step(const Batch& batch);
+    double shared_step(const Batch& batch, torch::Tensor* logits_out);
+    double specific_step(const Batch& batch, const torch::Tensor& teacher_logits);
+    void step_shared_trainers();
     double majority_rate_ = 0;
     int64_t steps_per_round_ = 0;
 };

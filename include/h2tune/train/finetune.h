@@ -51,6 +51,10 @@ public:
     // Sets the scheduled learning rate, clips, steps and zeroes gradients; `loss` must be a scalar
     // whose graph reaches the parameters.
     double step(const torch::Tensor& loss);
+    // The same in two halves, for several trainers sharing one backward pass:
+    // zero_grad(); loss.backward(); apply() on each.
+    void zero_grad();
+    double apply();
     int64_t global_step() const { return step_; }
     void set_global_step(int64_t s) { step_ = s; }
     torch::optim::Optimizer& optimizer();

@@ -1,0 +1,67 @@
+// The per-round message protocol of `h2tune train` (DESIGN.md section 1.5): masks announced once,
+// rank 0 sends every participating client its slice of the global bank, clients upload their
+// sparse middle-matrix values, relation and sample count with their metrics, rank 0 validates
+// every payload, aggregates the accepted ones and returns the metrics row. One contiguous buffer
+// per message; each client's record is length-prefixed so a corrupted one is rejected alone.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "h2tune/app/client_runtime.h"
+#include "h2tune/comm/communicator.h"
+#include "h2tune/core/job_config.h"
+#include "h2tune/core/wire.h"
+#include "h2tune/method/sparse_bank.h"
+
+namespace h2tune {
+
+// Metric columns of /metrics, in the order records carry them.
+const std::vector<std::string>& client_metric_names();
+
+struct FederatedServer {
+    BankShape shape;
+    torch::Tensor bank;                     // [L_g, M, R*R]
+    std::vector<torch::Tensor> masks;       // per client [M, r^2] (undefined: unknown)
+    std::vector<std::string> mask_errors;   // per client: why its announced mask is unusable
+    std::vector<double> mask_bytes;         // per client: bytes of the mask announcement
+};
+
+// Test hook: H2TUNE_INJECT_FAULT="KIND:CLIENT:ROUND" corrupts that client's payload, with KIND
+// nan (NaN values), truncate (a cut-off record), rank (claims rank R + 1) or index (announces a
+// mask index past R*R; ROUND is ignored). Used by the MPI tests of exclusion.
+struct FaultInjection {
+    std::string kind;
+    int client = -1, round = -1;
+    static FaultInjection from_environment();
+    bool hits(int k, int r) const { return !kind.empty() && k == client && (round < 0 || r == round); }
+};
+
+// L_g: federation.global_layers, or the deepest client's layer count (read from each config.json).
+int64_t resolve_global_layers(const JobConfig& job);
+// The clients sampled for `round` (at least one), drawn from (seed, round).
+std::vector<bool> sample_participants(const JobConfig& job, int round);
+
+void exchange_masks(const Communicator& comm, const std::vector<std::unique_ptr<ClientRuntime>>& clients,
+                    FederatedServer& server, size_t num_clients, const FaultInjection& fault);
+// Returns the download bytes per hosted client (client index -> bytes).
+std::map<int, double> send_downloads(const Communicator& comm, const std::vector<std::unique_ptr<ClientRuntime>>& clients,
+                                     const FederatedServer& server, const std::vector<bool>& participating,
+                                     size_t num_clients);
+void pack_upload(ByteWriter& out, ClientRuntime& client, const ClientRoundMetrics& m, bool participated,
+                 bool federated, const FaultInjection& fault, int round, double bytes_down);
+
+struct RoundTable {
+    std::map<std::string, std::vector<double>> columns;  // metric -> [K]
+    std::vector<std::string> exclusions;                 // "client K: reason"
+    double aggregate_seconds = 0;
+};
+// Rank 0: parses every rank's buffer, validates, aggregates (when federated) and tabulates.
+RoundTable receive_uploads(const std::vector<Bytes>& parts, FederatedServer& server, size_t num_clients,
+                           bool federated, int round);
+
+}  // namespace h2tune

@@ -1,0 +1,275 @@
+#include "h2tune/app/federation_protocol.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+
+#include "h2tune/core/error.h"
+#include "h2tune/core/rng.h"
+#include "h2tune/model/llama_config.h"
+
+namespace fs = std::filesystem;
+
+namespace h2tune {
+
+namespace {
+
+constexpr int kTagDownload = 41;
+
+enum Column { kTrainLoss, kAccuracy, kAccuracyGenerate, kTokens, kBytesUp, kBytesDown, kMaskDensity,
+              kTrainSeconds, kEvalSeconds, kExcluded, kParticipated, kColumns };
+
+void put_tensor_f32(ByteWriter& w, const torch::Tensor& t) {
+    torch::Tensor c = t.to(torch::kFloat32).contiguous();
+    w.put_array(c.data_ptr<float>(), static_cast<size_t>(c.numel()));
+}
+
+void put_tensor_i64(ByteWriter& w, const torch::Tensor& t) {
+    torch::Tensor c = t.to(torch::kInt64).contiguous();
+    w.put_array(c.data_ptr<int64_t>(), static_cast<size_t>(c.numel()));
+}
+
+torch::Tensor get_tensor_f32(ByteReader& r, std::vector<int64_t> shape) {
+    size_t n = 1;
+    for (auto d : shape) n *= static_cast<size_t>(d);
+    auto v = r.get_array<float>(n);
+    return torch::from_blob(v.data(), shape, torch::kFloat32).clone();
+}
+
+}  // namespace
+
+const std::vector<std::string>& client_metric_names() {
+    static const std::vector<std::string> names = {
+        "train_loss",   "test_accuracy", "test_accuracy_generate", "tokens",   "bytes_up",    "bytes_down",
+        "mask_density", "train_seconds", "eval_seconds",           "excluded", "participated"};
+    return names;
+}
+
+FaultInjection FaultInjection::from_environment() {
+    FaultInjection f;
+    const char* spec = std::getenv("H2TUNE_INJECT_FAULT");
+    if (!spec || !*spec) return f;
+    std::string s = spec;
+    auto a = s.find(':'), b = s.find(':', a == std::string::npos ? a : a + 1);
+    if (a == std::string::npos || b == std::string::npos)
+        throw ConfigError("H2TUNE_INJECT_FAULT: expected KIND:CLIENT:ROUND, got '" + s + "'");
+    f.kind = s.substr(0, a);
+    f.client = std::stoi(s.substr(a + 1, b - a - 1));
+    f.round = std::stoi(s.substr(b + 1));
+    if (f.kind != "nan" && f.kind != "truncate" && f.kind != "rank" && f.kind != "index")
+        throw ConfigError("H2TUNE_INJECT_FAULT: unknown kind '" + f.kind + "'");
+    return f;
+}
+
+int64_t resolve_global_layers(const JobConfig& job) {
+    if (job.federation.global_layers > 0) return job.federation.global_layers;
+    int64_t deepest = 0;
+    for (const auto& c : job.clients) {
+        const std::string dir = c.model_dir.empty() ? (fs::path("data/models") / c.model).string() : c.model_dir;
+        deepest = std::max(deepest, llama_config_load((fs::path(dir) / "config.json").string()).num_hidden_layers);
+    }
+    return deepest;
+}
+
+std::vector<bool> sample_participants(const JobConfig& job, int round) {
+    const int64_t K = static_cast<int64_t>(job.clients.size());
+    const int64_t take = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(job.federation.participation * K - 1e-9)));
+    std::vector<bool> chosen(static_cast<size_t>(K), false);
+    auto order = permutation(K, stream_key(job.run.seed, 0x9a47, static_cast<uint64_t>(round)));
+    for (int64_t i = 0; i < take; ++i) chosen[static_cast<size_t>(order[static_cast<size_t>(i)])] = true;
+    return chosen;
+}
+
+void exchange_masks(const Communicator& comm, const std::vector<std::unique_ptr<ClientRuntime>>& clients,
+                    FederatedServer& server, size_t num_clients, const FaultInjection& fault) {
+    ByteWriter w;
+    for (const auto& c : clients) {
+        torch::Tensor masks = c->shared()->masks().clone();
+        if (fault.kind == "index" && fault.client == c->config().index)
+            masks[0][masks.size(1) - 1] = server.shape.max_rank * server.shape.max_rank + 5;  // past R*R
+        w.put<int32_t>(c->config().index);
+        w.put<int64_t>(masks.size(0));
+        w.put<int64_t>(masks.size(1));
+        put_tensor_i64(w, masks);
+    }
+    auto parts = comm.gather(w.buffer(), 0);
+    if (comm.rank() != 0) return;
+    server.masks.assign(num_clients, torch::Tensor());
+    server.mask_errors.assign(num_clients, "");
+    server.mask_bytes.assign(num_clients, 0.0);
+    for (const auto& part : parts) {
+        ByteReader r(part.data(), part.size(), "mask announcement");
+        while (!r.done()) {
+            const size_t begin = r.position();
+            const int32_t k = r.get<int32_t>();
+            const int64_t M = r.get<int64_t>(), n = r.get<int64_t>();
+            if (k < 0 || static_cast<size_t>(k) >= num_clients || M != server.shape.modules || n < 1 ||
+                n > server.shape.max_rank * server.shape.max_rank)
+                throw CommError("malformed mask announcement");
+            auto v = r.get_array<int64_t>(static_cast<size_t>(M * n));
+            torch::Tensor masks = torch::tensor(v, torch::kInt64).reshape({M, n});
+            server.masks[static_cast<size_t>(k)] = masks;
+            server.mask_bytes[static_cast<size_t>(k)] = static_cast<double>(r.position() - begin);
+            const int64_t R2 = server.shape.max_rank * server.shape.max_rank;
+            if (masks.min().item<int64_t>() < 0 || masks.max().item<int64_t>() >= R2)
+                server.mask_errors[static_cast<size_t>(k)] = "mask index out of range [0, " + std::to_string(R2) + ")";
+            else if (n > 1 && !(masks.narrow(1, 1, n - 1) > masks.narrow(1, 0, n - 1)).all().item<bool>())
+                server.mask_errors[static_cast<size_t>(k)] = "mask indices are not strictly ascending";
+        }
+    }
+}
+
+std::map<int, double> send_downloads(const Communicator& comm, const std::vector<std::unique_ptr<ClientRuntime>>& clients,
+                                     const FederatedServer& server, const std::vector<bool>& participating,
+                                     size_t num_clients) {
+    std::map<int, double> bytes;
+    if (comm.rank() == 0) {
+        // One message per rank holding the slices of all its participating clients.
+        std::vector<ByteWriter> per_rank(static_cast<size_t>(comm.size()));
+        for (size_t k = 0; k < num_clients; ++k) {
+            if (!participating[k] || !server.mask_errors[k].empty()) continue;
+            ByteWriter& w = per_rank[k % static_cast<size_t>(comm.size())];
+            w.put<int32_t>(static_cast<int32_t>(k));
+            put_tensor_f32(w, bank_gather(server.bank, server.masks[k]));
+        }
+        for (int r = 1; r < comm.size(); ++r) comm.send(per_rank[static_cast<size_t>(r)].buffer(), r, kTagDownload);
+        Bytes own = std::move(per_rank[0].buffer());
+        ByteReader reader(own.data(), own.size(), "download");
+        while (!reader.done()) {
+            const size_t begin = reader.position();
+            const int32_t k = reader.get<int32_t>();
+            for (const auto& c : clients)
+                if (c->config().index == k) {
+                    const auto* sh = c->shared();
+                    const auto& o = sh->options();
+                    c->receive_slices(get_tensor_f32(reader, {o.global_layers, o.modules, sh->entries()}));
+                }
+            bytes[k] = static_cast<double>(reader.position() - begin);
+        }
+        return bytes;
+    }
+    Bytes msg = comm.recv(0, kTagDownload);
+    ByteReader reader(msg.data(), msg.size(), "download");
+    while (!reader.done()) {
+        const size_t begin = reader.position();
+        const int32_t k = reader.get<int32_t>();
+        bool found = false;
+        for (const auto& c : clients)
+            if (c->config().index == k) {
+                const auto* sh = c->shared();
+                const auto& o = sh->options();
+                c->receive_slices(get_tensor_f32(reader, {o.global_layers, o.modules, sh->entries()}));
+                found = true;
+            }
+        if (!found) throw CommError("download for client " + std::to_string(k) + " reached the wrong rank");
+        bytes[k] = static_cast<double>(reader.position() - begin);
+    }
+    return bytes;
+}
+
+void pack_upload(ByteWriter& out, ClientRuntime& client, const ClientRoundMetrics& m, bool participated,
+                 bool federated, const FaultInjection& fault, int round, double bytes_down) {
+    const int k = client.config().index;
+    ByteWriter rec;
+    rec.put<int32_t>(k);
+    double row[kColumns] = {};
+    row[kTrainLoss] = m.train_loss;
+    row[kAccuracy] = m.test_accuracy;
+    row[kAccuracyGenerate] = m.test_accuracy_generate;
+    row[kTokens] = m.tokens;
+    row[kBytesDown] = participated ? bytes_down : 0.0;
+    row[kTrainSeconds] = m.train_seconds;
+    row[kEvalSeconds] = m.eval_seconds;
+    row[kParticipated] = participated ? 1.0 : 0.0;
+    rec.append(row, sizeof(row));
+    const bool sends_values = federated && participated;
+    rec.put<uint8_t>(sends_values ? 1 : 0);
+    if (sends_values) {
+        ClientUploadValues u = client.upload_values();
+        if (fault.hits(k, round) && fault.kind == "nan") u.values.view({-1})[0] = std::nanf("");
+        rec.put<double>(u.samples);
+        rec.put<int64_t>(fault.hits(k, round) && fault.kind == "rank" ? u.masks.size(1) + 1 : client.shared()->options().rank);
+        rec.put<int64_t>(u.relation.size(1));
+        put_tensor_f32(rec, u.relation);
+        put_tensor_f32(rec, u.values);
+    }
+    Bytes& b = rec.buffer();
+    if (fault.hits(k, round) && fault.kind == "truncate") b.resize(b.size() - 7);
+    out.put<uint64_t>(b.size());
+    out.append(b.data(), b.size());
+}
+
+RoundTable receive_uploads(const std::vector<Bytes>& parts, FederatedServer& server, size_t num_clients,
+                           bool federated, int round) {
+    (void)round;
+    RoundTable t;
+    for (const auto& name : client_metric_names()) t.columns[name].assign(num_clients, 0.0);
+    std::vector<ClientUpload> accepted;
+    std::vector<bool> seen(num_clients, false);
+    const int64_t R2 = server.shape.max_rank * server.shape.max_rank;
+    for (size_t rank = 0; rank < parts.size(); ++rank) {
+        ByteReader outer(parts[rank].data(), parts[rank].size(), "upload from rank " + std::to_string(rank));
+        while (!outer.done()) {
+            const std::vector<uint8_t> record = outer.get_array<uint8_t>();
+            ByteReader r(record.data(), record.size(), "upload record");
+            int32_t k = -1;
+            try {
+                k = r.get<int32_t>();
+                if (k < 0 || static_cast<size_t>(k) >= num_clients || seen[static_cast<size_t>(k)])
+                    throw DataError("bad or duplicate client id " + std::to_string(k));
+                seen[static_cast<size_t>(k)] = true;
+                double row[kColumns];
+                for (double& v : row) v = r.get<double>();
+                for (size_t c = 0; c < kColumns; ++c) t.columns[client_metric_names()[c]][static_cast<size_t>(k)] = row[c];
+                const bool has_values = r.get<uint8_t>() != 0;
+                if (!has_values) continue;
+                const size_t values_begin = r.position();
+                if (!server.mask_errors[static_cast<size_t>(k)].empty())
+                    throw DataError(server.mask_errors[static_cast<size_t>(k)]);
+                ClientUpload u;
+                u.client = k;
+                u.samples = r.get<double>();
+                u.rank = r.get<int64_t>();
+                u.layers = r.get<int64_t>();
+                u.mask = server.masks[static_cast<size_t>(k)];
+                if (u.rank < 1 || u.rank * u.rank != u.mask.size(1))
+                    throw DataError("claims rank " + std::to_string(u.rank) + " but announced masks of " +
+                                    std::to_string(u.mask.size(1)) + " entries");
+                if (u.layers < 1 || u.layers > 4096) throw DataError("implausible layer count " + std::to_string(u.layers));
+                u.relation = get_tensor_f32(r, {server.shape.global_layers, u.layers});
+                u.values = get_tensor_f32(r, {u.layers, server.shape.modules, u.rank * u.rank});
+                if (!r.done()) throw DataError("trailing bytes in the record");
+                const std::string why = validate_upload(u, server.shape);
+                if (!why.empty()) throw DataError(why);
+                double bytes = static_cast<double>(r.position() - values_begin);
+                if (round == 0) bytes += server.mask_bytes[static_cast<size_t>(k)];  // masks travel once
+                t.columns["bytes_up"][static_cast<size_t>(k)] = bytes;
+                t.columns["mask_density"][static_cast<size_t>(k)] =
+                    static_cast<double>(u.rank * u.rank) / static_cast<double>(R2);
+                accepted.push_back(std::move(u));
+            } catch (const DataError& e) {
+                if (k < 0 || static_cast<size_t>(k) >= num_clients) throw CommError(std::string("unusable upload: ") + e.what());
+                t.columns["excluded"][static_cast<size_t>(k)] = 1.0;
+                t.columns["bytes_up"][static_cast<size_t>(k)] = static_cast<double>(record.size());
+                t.exclusions.push_back("client " + std::to_string(k) + ": " + e.what());
+            }
+        }
+    }
+    for (size_t k = 0; k < num_clients; ++k)
+        if (!seen[k]) throw CommError("no upload record for client " + std::to_string(k));
+    if (federated) {
+        const auto t0 = std::chrono::steady_clock::now();
+        std::sort(accepted.begin(), accepted.end(), [](const ClientUpload& a, const ClientUpload& b) { return a.client < b.client; });
+        std::vector<const ClientUpload*> ptrs;
+        for (const auto& u : accepted) ptrs.push_back(&u);
+        aggregate_sparse(server.bank, ptrs);
+        t.aggregate_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+    return t;
+}
+
+}  // namespace h2tune
