@@ -96,8 +96,9 @@ TEST(MpiComm, SendRecvBroadcastGatherAndReductions) {
     EXPECT_DOUBLE_EQ(c.allreduce_max(static_cast<double>(c.rank())), static_cast<double>(c.size() - 1));
     Bytes empty;
     auto empties = c.gather(empty, 0);
-    if (c.rank() == 0)
+    if (c.rank() == 0) {
         for (const auto& e : empties) EXPECT_TRUE(e.empty());
+    }
 }
 
 TEST(MpiAggregation, RankZeroResultEqualsSerialAggregation) {
