@@ -6,7 +6,5 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 BUILD_DIR=${H2TUNE_BUILD_DIR:-build}
 OUT=${H2TUNE_OUTPUT:-runs/default}
 if [[ $(id -u) -eq 0 ]]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
-# The federated method arrives with issue 4; until then the default job runs every client locally.
-mpirun --oversubscribe -np 3 "$BUILD_DIR/h2tune" train --config jobs/default.ini --method local \
-  --output "$OUT" --force "$@"
+mpirun --oversubscribe -np 3 "$BUILD_DIR/h2tune" train --config jobs/default.ini --output "$OUT" --force "$@"
 "$BUILD_DIR/h2tune" report "$OUT" --markdown "$OUT/report.md" --csv "$OUT/report.csv"

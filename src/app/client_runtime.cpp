@@ -66,7 +66,11 @@ ClientRuntime::ClientRuntime(const JobConfig& job, int client_index, int64_t glo
     }
     if (label_names.empty()) label_names = distinct_outputs(train);
     labels_ = make_label_set(label_names, tokenizer_);
-    majority_rate_ = h2tune::majority_rate(test);
+    // The majority rate of exactly the examples evaluated each round (eval_examples may cap them).
+    std::vector<Example> evaluated = test;
+    if (federation_.eval_examples > 0 && static_cast<size_t>(federation_.eval_examples) < evaluated.size())
+        evaluated.resize(static_cast<size_t>(federation_.eval_examples));
+    majority_rate_ = h2tune::majority_rate(evaluated);
 
     auto train_encoded = encode_examples(train, tokenizer_, config_.max_seq_len, paths_.train_file);
     test_encoded_ = encode_examples(test, tokenizer_, config_.max_seq_len, paths_.test_file);
@@ -76,54 +80,52 @@ ClientRuntime::ClientRuntime(const JobConfig& job, int client_index, int64_t glo
                                            static_cast<uint64_t>(client_index));
 
     steps_per_round_ = config_.local_steps > 0 ? config_.local_steps : loader_->batches_per_epoch() * config_.local_epochs;
-    FinetuneOptions opt;
-    opt.schedule.lr = config_.lr;
-    opt.schedule.total_steps = steps_per_round_ * job.run.rounds;
-    opt.schedule.warmup_steps = std::min<int64_t>(opt.schedule.total_steps / 20, 50);
-    opt.weight_decay = config_.weight_decay;
-    trainer_ = std::make_unique<AdapterTrainer>(adapted_.adapter_parameters(), opt);
+    AlternatingOptions opt;
+    opt.specific.schedule.lr = config_.lr;
+    opt.specific.schedule.total_steps = steps_per_round_ * job.run.rounds;
+    opt.specific.schedule.warmup_steps = std::min<int64_t>(opt.specific.schedule.total_steps / 20, 50);
+    opt.specific.weight_decay = config_.weight_decay;
+    opt.residual = opt.specific;
+    opt.residual.weight_decay = 0.0;  // D restarts at zero every round; Z parameterises a softmax
+    opt.relation = opt.residual;
+    opt.relation.schedule.lr = federation_.relation_lr;
+    opt.lambda_prox = federation_.lambda_prox;
+    opt.lambda_kd = federation_.lambda_kd;
+    opt.kd_temperature = federation_.kd_temperature;
 
+    std::vector<int64_t> module_index;
     const std::string& method = job.run.method;
     if (method == "h2tune" || method == "h2tune-dense") {
         SharedMiddleOptions so;
         so.global_layers = global_layers > 0 ? global_layers : adapted_.model->num_layers();
         so.layers = adapted_.model->num_layers();
         so.modules = static_cast<int64_t>(federation_.modules.size());
-        // h2tune-dense: every client reads and writes the whole R x R bank (no sparsification).
-        so.rank = method == "h2tune-dense" ? federation_.max_rank : adapted_.rank;
+        so.rank = adapted_.rank;
         so.max_rank = federation_.max_rank;
+        // h2tune-dense: every client reads and writes the whole R x R bank (no sparsification).
         so.mask = method == "h2tune-dense" ? "block" : federation_.mask;
         so.align = federation_.align;
         so.tau = federation_.relation_tau;
         so.sigma = federation_.relation_sigma;
         so.mask_key = stream_key(seed, 0x3a5c, static_cast<uint64_t>(client_index));
-        if (so.rank != adapted_.rank)
-            throw ConfigError("client." + std::to_string(client_index) +
-                              ": h2tune-dense needs rank = federation.max_rank for every client");
+        if (method == "h2tune-dense" && so.rank != federation_.max_rank)
+            throw ConfigError(key + ": method h2tune-dense needs rank = federation.max_rank for every client");
         shared_ = std::make_unique<SharedMiddle>(so);
         for (const auto& type : adapted_.module_types) {
             auto it = std::find(federation_.modules.begin(), federation_.modules.end(), type);
-            adapter_module_index_.push_back(static_cast<int64_t>(it - federation_.modules.begin()));
+            module_index.push_back(static_cast<int64_t>(it - federation_.modules.begin()));
         }
-        FinetuneOptions shared_opt = opt;
-        shared_opt.weight_decay = 0.0;  // D restarts at zero every round; Z is a distribution's logits
-        trainer_residual_ = std::make_unique<AdapterTrainer>(std::vector<torch::Tensor>{shared_->residual()}, shared_opt);
-        if (federation_.align == "relation") {
-            FinetuneOptions rel_opt = shared_opt;
-            rel_opt.schedule.lr = federation_.relation_lr;
-            trainer_relation_ =
-                std::make_unique<AdapterTrainer>(std::vector<torch::Tensor>{shared_->relation_logits()}, rel_opt);
-        }
-        set_middles(shared_->downloaded_values());
     } else if (method != "local") {
         throw ConfigError("run.method = '" + method + "' is not implemented in this version (available: local, h2tune, "
                           "h2tune-dense)");
     }
+    trainer_ = std::make_unique<AlternatingTrainer>(adapted_, shared_.get(), module_index, opt);
 }
 
 void ClientRuntime::receive_slices(const torch::Tensor& slices) {
     if (!shared_) throw Error("receive_slices: client does not share middle matrices");
     shared_->begin_round(slices);
+    trainer_->fix_middles();
 }
 
 ClientUploadValues ClientRuntime::upload_values() const {
@@ -134,84 +136,6 @@ ClientUploadValues ClientRuntime::upload_values() const {
     u.values = shared_->middle_values().detach().contiguous();
     u.samples = static_cast<double>(loader_->size());
     return u;
-}
-
-void ClientRuntime::set_middles(const torch::Tensor& values) {
-    for (size_t i = 0; i < adapted_.adapters.size(); ++i)
-        adapted_.adapters[i]->set_middle(shared_->middle_matrix(values, adapted_.layers[i], adapter_module_index_[i]));
-}
-
-void ClientRuntime::step_shared_trainers() {
-    trainer_residual_->apply();
-    if (trainer_relation_) trainer_relation_->apply();
-}
-
-namespace {
-
-void set_trainable(const std::vector<torch::Tensor>& params, bool on) {
-    for (auto p : params) p.set_requires_grad(on);
-}
-
-// KL(softmax(teacher / t) || softmax(student / t)) averaged over the response positions (the
-// positions whose next-token label is kept), as in section 1.3 (b).
-torch::Tensor distillation_kl(const torch::Tensor& teacher, const torch::Tensor& student, const torch::Tensor& labels,
-                              double t) {
-    const int64_t V = student.size(-1);
-    torch::Tensor keep = labels.narrow(1, 1, labels.size(1) - 1).ne(kIgnoreIndex).reshape({-1});
-    torch::Tensor idx = keep.nonzero().reshape({-1});
-    torch::Tensor s = student.narrow(1, 0, student.size(1) - 1).reshape({-1, V}).index_select(0, idx);
-    torch::Tensor te = teacher.narrow(1, 0, teacher.size(1) - 1).reshape({-1, V}).index_select(0, idx);
-    torch::Tensor p = torch::softmax(te / t, -1);
-    return (p * (torch::log_softmax(te / t, -1) - torch::log_softmax(s / t, -1))).sum(-1).mean();
-}
-
-}  // namespace
-
-double ClientRuntime::joint_step(const Batch& batch) {
-    torch::Tensor values;
-    if (shared_) {
-        values = shared_->middle_values();
-        set_middles(values);
-    }
-    torch::Tensor loss = response_loss(adapted_.model->forward(batch.input_ids, batch.attention_mask), batch.labels);
-    trainer_->zero_grad();
-    if (shared_) {
-        trainer_residual_->zero_grad();
-        if (trainer_relation_) trainer_relation_->zero_grad();
-    }
-    loss.backward();
-    trainer_->apply();
-    if (shared_) step_shared_trainers();
-    return loss.item<double>();
-}
-
-double ClientRuntime::shared_step(const Batch& batch, torch::Tensor* logits_out) {
-    // (a) theta_p frozen: only D and Z move, pulled towards the downloaded T by the proximal term.
-    set_trainable(adapted_.adapter_parameters(), false);
-    torch::Tensor values = shared_->middle_values();
-    set_middles(values);
-    torch::Tensor logits = adapted_.model->forward(batch.input_ids, batch.attention_mask);
-    torch::Tensor ce = response_loss(logits, batch.labels);
-    torch::Tensor loss = ce + federation_.lambda_prox * shared_->proximal_kl(values);
-    trainer_residual_->zero_grad();
-    if (trainer_relation_) trainer_relation_->zero_grad();
-    loss.backward();
-    step_shared_trainers();
-    set_trainable(adapted_.adapter_parameters(), true);
-    *logits_out = logits.detach();
-    return ce.item<double>();
-}
-
-double ClientRuntime::specific_step(const Batch& batch, const torch::Tensor& teacher_logits) {
-    // (b) theta_s frozen: T is fixed at its value after (a); A and B learn the task and distil
-    // the shared step's predictions.
-    set_middles(shared_->middle_values().detach());
-    torch::Tensor logits = adapted_.model->forward(batch.input_ids, batch.attention_mask);
-    torch::Tensor ce = response_loss(logits, batch.labels);
-    torch::Tensor loss = ce + federation_.lambda_kd *
-                                  distillation_kl(teacher_logits, logits, batch.labels, federation_.kd_temperature);
-    trainer_->step(loss);
-    return ce.item<double>();
 }
 
 int64_t ClientRuntime::trainable_parameters() const {
@@ -229,15 +153,15 @@ ClientRoundMetrics ClientRuntime::train_round(int round) {
     if (!alternate) {
         for (int64_t s = 0; s < steps_per_round_; ++s) {
             Batch batch = loader_->next();
-            loss_sum += joint_step(batch);
+            loss_sum += trainer_->joint_step(batch);
             m.tokens += static_cast<double>(batch.tokens);
         }
     } else if (federation_.alternate == "step") {
         for (int64_t s = 0; s < steps_per_round_; ++s) {
             Batch batch = loader_->next();
             torch::Tensor teacher;
-            shared_step(batch, &teacher);
-            loss_sum += specific_step(batch, teacher);
+            trainer_->shared_step(batch, &teacher);
+            loss_sum += trainer_->specific_step(batch, teacher);
             m.tokens += static_cast<double>(batch.tokens);
         }
     } else {  // epoch: all shared steps, then the specific steps over the same batches
@@ -246,17 +170,17 @@ ClientRoundMetrics ClientRuntime::train_round(int round) {
         for (int64_t s = 0; s < steps_per_round_; ++s) {
             Batch batch = loader_->next();
             torch::Tensor teacher;
-            shared_step(batch, &teacher);
+            trainer_->shared_step(batch, &teacher);
             teachers.push_back(teacher);
         }
         loader_->set_position(start);
         for (int64_t s = 0; s < steps_per_round_; ++s) {
             Batch batch = loader_->next();
-            loss_sum += specific_step(batch, teachers[static_cast<size_t>(s)]);
+            loss_sum += trainer_->specific_step(batch, teachers[static_cast<size_t>(s)]);
             m.tokens += static_cast<double>(batch.tokens);
         }
     }
-    if (shared_) set_middles(shared_->middle_values().detach());
+    trainer_->fix_middles();
     m.steps = static_cast<double>(steps_per_round_);
     m.train_loss = steps_per_round_ ? loss_sum / static_cast<double>(steps_per_round_) : 0.0;
     m.train_seconds = seconds_since(t0);

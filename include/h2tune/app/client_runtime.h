@@ -11,6 +11,7 @@
 #include "h2tune/method/shared_middle.h"
 #include "h2tune/tokenizer/bpe_tokenizer.h"
 #include "h2tune/train/adapted_model.h"
+#include "h2tune/train/alternating.h"
 #include "h2tune/train/evaluate.h"
 #include "h2tune/train/finetune.h"
 
@@ -77,17 +78,8 @@ private:
     std::vector<EncodedExample> test_encoded_;
     std::vector<std::string> test_references_;
     LabelSet labels_;
-    std::unique_ptr<AdapterTrainer> trainer_;          // theta_p = {A, B} (every method)
-    std::unique_ptr<SharedMiddle> shared_;              // h2tune methods only
-    std::unique_ptr<AdapterTrainer> trainer_residual_;  // theta_s: D
-    std::unique_ptr<AdapterTrainer> trainer_relation_;  // theta_s: Z (align = relation)
-    std::vector<int64_t> adapter_module_index_;         // adapter i -> index into federation.modules
-
-    void set_middles(const torch::Tensor& values);
-    double joint_step(const Batch& batch);
-    double shared_step(const Batch& batch, torch::Tensor* logits_out);
-    double specific_step(const Batch& batch, const torch::Tensor& teacher_logits);
-    void step_shared_trainers();
+    std::unique_ptr<SharedMiddle> shared_;        // h2tune methods only
+    std::unique_ptr<AlternatingTrainer> trainer_;
     double majority_rate_ = 0;
     int64_t steps_per_round_ = 0;
 };

@@ -1,0 +1,59 @@
+// Alternating task-knowledge disentanglement (DESIGN.md section 1.3) for one client:
+//   joint step     - every parameter learns the task (round 0, or alternate = none)
+//   shared step    - theta_p = {A, B} frozen; CE + lambda_prox KL(softmax(vec T_dl) || softmax(vec T));
+//                    only theta_s = {D, Z} moves; the logits are kept as the teacher
+//   specific step  - theta_s frozen (T fixed); CE + lambda_kd KL(teacher / t || student / t) over
+//                    response tokens; only A and B move.
+// Without a SharedMiddle (plain LoRA methods) only joint steps on {A, B} exist.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "h2tune/data/loader.h"
+#include "h2tune/method/shared_middle.h"
+#include "h2tune/train/adapted_model.h"
+#include "h2tune/train/finetune.h"
+
+namespace h2tune {
+
+struct AlternatingOptions {
+    FinetuneOptions specific;   // A, B
+    FinetuneOptions residual;   // D
+    FinetuneOptions relation;   // Z (align = relation)
+    double lambda_prox = 0.1;
+    double lambda_kd = 1.0;
+    double kd_temperature = 2.0;
+};
+
+// KL(softmax(teacher / t) || softmax(student / t)) averaged over positions whose next-token label
+// is kept (the response), logits [B, T, V], labels [B, T].
+torch::Tensor distillation_kl(const torch::Tensor& teacher, const torch::Tensor& student, const torch::Tensor& labels,
+                              double temperature);
+
+class AlternatingTrainer {
+public:
+    // `module_index[i]` is adapter i's index among the shared module types. `shared` may be null.
+    AlternatingTrainer(AdaptedModel& adapted, SharedMiddle* shared, std::vector<int64_t> module_index,
+                       const AlternatingOptions& options);
+
+    double joint_step(const Batch& batch);                             // returns the CE loss
+    double shared_step(const Batch& batch, torch::Tensor* teacher);    // returns the CE loss
+    double specific_step(const Batch& batch, const torch::Tensor& teacher);
+    // Sets every adapter's middle matrix from T values ([L_k, M, r^2]).
+    void set_middles(const torch::Tensor& values);
+    void fix_middles();  // T at its current value, without gradient (evaluation, after a round)
+
+    AdapterTrainer& specific_trainer() { return *specific_; }
+
+private:
+    AdaptedModel& adapted_;
+    SharedMiddle* shared_;
+    std::vector<int64_t> module_index_;
+    AlternatingOptions options_;
+    std::unique_ptr<AdapterTrainer> specific_, residual_, relation_;
+};
+
+}  // namespace h2tune

@@ -1,0 +1,91 @@
+#include "h2tune/train/alternating.h"
+
+#include <torch/torch.h>
+
+#include "h2tune/core/error.h"
+
+namespace h2tune {
+
+namespace {
+void set_trainable(const std::vector<torch::Tensor>& params, bool on) {
+    for (auto p : params) p.set_requires_grad(on);
+}
+}  // namespace
+
+torch::Tensor distillation_kl(const torch::Tensor& teacher, const torch::Tensor& student, const torch::Tensor& labels,
+                              double temperature) {
+    const int64_t V = student.size(-1);
+    torch::Tensor keep = labels.narrow(1, 1, labels.size(1) - 1).ne(kIgnoreIndex).reshape({-1});
+    torch::Tensor idx = keep.nonzero().reshape({-1});
+    torch::Tensor s = student.narrow(1, 0, student.size(1) - 1).reshape({-1, V}).index_select(0, idx);
+    torch::Tensor t = teacher.narrow(1, 0, teacher.size(1) - 1).reshape({-1, V}).index_select(0, idx);
+    torch::Tensor log_p = torch::log_softmax(t / temperature, -1);
+    return (log_p.exp() * (log_p - torch::log_softmax(s / temperature, -1))).sum(-1).mean();
+}
+
+AlternatingTrainer::AlternatingTrainer(AdaptedModel& adapted, SharedMiddle* shared, std::vector<int64_t> module_index,
+                                       const AlternatingOptions& options)
+    : adapted_(adapted), shared_(shared), module_index_(std::move(module_index)), options_(options) {
+    specific_ = std::make_unique<AdapterTrainer>(adapted_.adapter_parameters(), options_.specific);
+    if (!shared_) return;
+    if (module_index_.size() != adapted_.adapters.size())
+        throw ConfigError("alternating trainer: one module index per adapter is required");
+    residual_ = std::make_unique<AdapterTrainer>(std::vector<torch::Tensor>{shared_->residual()}, options_.residual);
+    if (shared_->options().align == "relation")
+        relation_ = std::make_unique<AdapterTrainer>(std::vector<torch::Tensor>{shared_->relation_logits()},
+                                                     options_.relation);
+    fix_middles();
+}
+
+void AlternatingTrainer::set_middles(const torch::Tensor& values) {
+    for (size_t i = 0; i < adapted_.adapters.size(); ++i)
+        adapted_.adapters[i]->set_middle(shared_->middle_matrix(values, adapted_.layers[i], module_index_[i]));
+}
+
+void AlternatingTrainer::fix_middles() {
+    if (shared_) set_middles(shared_->middle_values().detach());
+}
+
+double AlternatingTrainer::joint_step(const Batch& batch) {
+    if (shared_) set_middles(shared_->middle_values());
+    torch::Tensor loss = response_loss(adapted_.model->forward(batch.input_ids, batch.attention_mask), batch.labels);
+    specific_->zero_grad();
+    if (residual_) residual_->zero_grad();
+    if (relation_) relation_->zero_grad();
+    loss.backward();
+    specific_->apply();
+    if (residual_) residual_->apply();
+    if (relation_) relation_->apply();
+    return loss.item<double>();
+}
+
+double AlternatingTrainer::shared_step(const Batch& batch, torch::Tensor* teacher) {
+    if (!shared_) throw Error("shared step without shared parameters");
+    set_trainable(adapted_.adapter_parameters(), false);
+    torch::Tensor values = shared_->middle_values();
+    set_middles(values);
+    torch::Tensor logits = adapted_.model->forward(batch.input_ids, batch.attention_mask);
+    torch::Tensor ce = response_loss(logits, batch.labels);
+    torch::Tensor loss = ce + options_.lambda_prox * shared_->proximal_kl(values);
+    residual_->zero_grad();
+    if (relation_) relation_->zero_grad();
+    loss.backward();
+    residual_->apply();
+    if (relation_) relation_->apply();
+    set_trainable(adapted_.adapter_parameters(), true);
+    *teacher = logits.detach();
+    return ce.item<double>();
+}
+
+double AlternatingTrainer::specific_step(const Batch& batch, const torch::Tensor& teacher) {
+    if (!shared_) throw Error("specific step without shared parameters");
+    fix_middles();  // T as the shared step left it; no gradient reaches D or Z
+    torch::Tensor logits = adapted_.model->forward(batch.input_ids, batch.attention_mask);
+    torch::Tensor ce = response_loss(logits, batch.labels);
+    torch::Tensor loss =
+        ce + options_.lambda_kd * distillation_kl(teacher, logits, batch.labels, options_.kd_temperature);
+    specific_->step(loss);
+    return ce.item<double>();
+}
+
+}  // namespace h2tune

@@ -1,0 +1,166 @@
+#include <gtest/gtest.h>
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <memory>
+
+#include "h2tune/method/shared_middle.h"
+#include "h2tune/model/llama.h"
+#include "h2tune/train/alternating.h"
+
+using namespace h2tune;
+
+namespace {
+
+LlamaConfig tiny_config() {
+    LlamaConfig c;
+    c.vocab_size = 64;
+    c.hidden_size = 64;
+    c.intermediate_size = 96;
+    c.num_hidden_layers = 3;
+    c.num_attention_heads = 2;
+    c.num_key_value_heads = 1;
+    c.max_position_embeddings = 64;
+    return c;
+}
+
+Batch make_batch() {
+    torch::manual_seed(21);
+    Batch b;
+    b.input_ids = torch::randint(0, 64, {4, 12}, torch::kInt64);
+    b.attention_mask = torch::ones({4, 12}, torch::kInt64);
+    b.labels = torch::full({4, 12}, kIgnoreIndex, torch::kInt64);
+    b.labels.narrow(1, 8, 4).copy_(b.input_ids.narrow(1, 8, 4));  // the "response"
+    return b;
+}
+
+struct Fixture {
+    AdaptedModel adapted;
+    std::unique_ptr<SharedMiddle> shared;
+    std::unique_ptr<AlternatingTrainer> trainer;
+
+    explicit Fixture(const std::string& align = "relation") {
+        torch::manual_seed(3);
+        LlamaForCausalLM model(tiny_config());
+        const std::vector<std::string> modules = {"q", "v", "down"};
+        adapted = attach_adapters(model, modules, 2, 4.0, 77);
+        SharedMiddleOptions so;
+        so.global_layers = 4;
+        so.layers = 3;
+        so.modules = 3;
+        so.rank = 2;
+        so.max_rank = 4;
+        so.align = align;
+        so.mask_key = 5;
+        shared = std::make_unique<SharedMiddle>(so);
+        shared->begin_round(torch::randn({4, 3, 4}));
+        std::vector<int64_t> module_index;
+        for (const auto& t : adapted.module_types)
+            module_index.push_back(static_cast<int64_t>(std::find(modules.begin(), modules.end(), t) - modules.begin()));
+        AlternatingOptions opt;
+        opt.specific.schedule.lr = opt.residual.schedule.lr = opt.relation.schedule.lr = 1e-2;
+        opt.specific.schedule.total_steps = opt.residual.schedule.total_steps = opt.relation.schedule.total_steps = 10;
+        trainer = std::make_unique<AlternatingTrainer>(adapted, shared.get(), module_index, opt);
+        // Non-zero B so that T influences the output (fresh LoRA has B = 0).
+        torch::NoGradGuard no_grad;
+        for (auto& a : adapted.adapters) a->lora_B.normal_(0, 0.05);
+    }
+
+    std::vector<torch::Tensor> specific() const {
+        std::vector<torch::Tensor> out;
+        for (const auto& p : adapted.adapter_parameters()) out.push_back(p.detach().clone());
+        return out;
+    }
+    std::vector<torch::Tensor> shared_params() const {
+        return {shared->residual().detach().clone(), shared->relation_logits().detach().clone()};
+    }
+};
+
+bool all_equal(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
+    for (size_t i = 0; i < a.size(); ++i)
+        if (!torch::equal(a[i], b[i])) return false;
+    return true;
+}
+
+bool all_differ(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
+    for (size_t i = 0; i < a.size(); ++i)
+        if (torch::equal(a[i], b[i])) return false;
+    return true;
+}
+
+}  // namespace
+
+TEST(Alternating, SharedStepMovesOnlyDAndZ) {
+    Fixture f;
+    auto p0 = f.specific(), s0 = f.shared_params();
+    torch::Tensor teacher;
+    f.trainer->shared_step(make_batch(), &teacher);
+    EXPECT_TRUE(all_equal(p0, f.specific()));   // A and B bit-identical
+    EXPECT_TRUE(all_differ(s0, f.shared_params()));  // D and Z both moved
+    EXPECT_EQ(teacher.sizes(), (std::vector<int64_t>{4, 12, 64}));
+    EXPECT_FALSE(teacher.requires_grad());
+    // The adapter parameters are trainable again afterwards.
+    for (const auto& p : f.adapted.adapter_parameters()) EXPECT_TRUE(p.requires_grad());
+}
+
+TEST(Alternating, SpecificStepMovesOnlyAAndB) {
+    Fixture f;
+    torch::Tensor teacher;
+    f.trainer->shared_step(make_batch(), &teacher);
+    auto p0 = f.specific(), s0 = f.shared_params();
+    f.trainer->specific_step(make_batch(), teacher);
+    EXPECT_TRUE(all_equal(s0, f.shared_params()));  // D and Z bit-identical
+    EXPECT_FALSE(all_equal(p0, f.specific()));
+}
+
+TEST(Alternating, JointStepMovesEverythingAndTheRelationGetsTaskGradients) {
+    Fixture f;
+    auto p0 = f.specific(), s0 = f.shared_params();
+    f.trainer->joint_step(make_batch());
+    EXPECT_FALSE(all_equal(p0, f.specific()));
+    EXPECT_TRUE(all_differ(s0, f.shared_params()));
+    ASSERT_TRUE(f.shared->relation_logits().grad().defined());
+    EXPECT_GT(f.shared->relation_logits().grad().abs().sum().item<double>(), 0.0);
+}
+
+TEST(Alternating, DepthAlignmentKeepsTheRelationFixed) {
+    Fixture f("depth");
+    torch::Tensor z0 = f.shared->relation_logits().detach().clone();
+    f.trainer->joint_step(make_batch());
+    EXPECT_TRUE(torch::equal(z0, f.shared->relation_logits()));
+}
+
+TEST(Alternating, MiddleMatricesComeFromTheMaskedMixture) {
+    Fixture f;
+    torch::Tensor values = f.shared->middle_values().detach();
+    // D starts at zero, so T is exactly the relation mix of the received slices.
+    EXPECT_TRUE(torch::allclose(values, f.shared->downloaded_values()));
+    f.trainer->set_middles(values);
+    for (size_t i = 0; i < f.adapted.adapters.size(); ++i) {
+        const int64_t layer = f.adapted.layers[i];
+        EXPECT_EQ(f.adapted.adapters[i]->middle().sizes(), (std::vector<int64_t>{2, 2}));
+        EXPECT_TRUE(torch::allclose(f.adapted.adapters[i]->middle().reshape({-1}),
+                                    values[layer].select(0, i % 3)));
+    }
+}
+
+TEST(Alternating, DistillationIsZeroForIdenticalLogitsAndPositiveOtherwise) {
+    torch::manual_seed(4);
+    Batch b = make_batch();
+    torch::Tensor z = torch::randn({4, 12, 64});
+    EXPECT_NEAR(distillation_kl(z, z, b.labels, 2.0).item<double>(), 0.0, 1e-7);
+    EXPECT_GT(distillation_kl(z, torch::randn({4, 12, 64}), b.labels, 2.0).item<double>(), 0.0);
+    // Only response positions count: changing the student elsewhere changes nothing.
+    torch::Tensor s = torch::randn({4, 12, 64});
+    torch::Tensor s2 = s.clone();
+    s2.narrow(1, 0, 6).normal_();
+    EXPECT_NEAR(distillation_kl(z, s, b.labels, 2.0).item<double>(), distillation_kl(z, s2, b.labels, 2.0).item<double>(),
+                1e-6);
+}
+
+TEST(Alternating, ProximalTermIsZeroAtTheDownloadedValues) {
+    Fixture f;
+    EXPECT_NEAR(f.shared->proximal_kl(f.shared->downloaded_values()).item<double>(), 0.0, 1e-7);
+    EXPECT_GT(f.shared->proximal_kl(f.shared->downloaded_values() + torch::randn({3, 3, 4})).item<double>(), 0.0);
+}
