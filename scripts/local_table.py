@@ -10,7 +10,12 @@ import h5py
 def main(out_dir: str) -> None:
     rows = []
     for path in sorted(glob.glob(os.path.join(out_dir, "*", "metrics.h5"))):
-        with h5py.File(path, "r") as f:
+        try:
+            f = h5py.File(path, "r")
+        except OSError as e:  # still being written
+            print(f"skipping {path}: {e}", file=sys.stderr)
+            continue
+        with f:
             name = f["clients"].attrs["name_0"]
             size, task = name.split("/", 1)
             acc = f["metrics/test_accuracy"][:, 0]

@@ -52,15 +52,7 @@ ClientRuntime::ClientRuntime(const JobConfig& job, int client_index, int64_t glo
     auto test = read_jsonl(paths_.test_file, config_.test_examples);
     std::vector<std::string> label_names;
     if (!config_.labels.empty()) {
-        std::string item;
-        for (char ch : config_.labels + ",") {
-            if (ch == ',') {
-                if (!item.empty()) label_names.push_back(item);
-                item.clear();
-            } else if (ch != ' ' || !item.empty()) {
-                item += ch;
-            }
-        }
+        label_names = split_labels(config_.labels);
     } else if (!paths_.task_file.empty() && fs::exists(paths_.task_file)) {
         label_names = read_task_info(paths_.task_file).labels;
     }

@@ -59,15 +59,7 @@ int cmd_eval(const Args& args) {
     auto test = read_jsonl(test_file);
     std::vector<std::string> labels;
     if (vm.count("labels")) {
-        std::string item;
-        for (char ch : vm["labels"].as<std::string>() + ",") {
-            if (ch == ',') {
-                if (!item.empty()) labels.push_back(item);
-                item.clear();
-            } else {
-                item += ch;
-            }
-        }
+        labels = split_labels(vm["labels"].as<std::string>());
     } else if (!task_file.empty() && fs::exists(task_file)) {
         labels = read_task_info(task_file).labels;
     }

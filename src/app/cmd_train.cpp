@@ -169,6 +169,7 @@ int cmd_train(const Args& args) {
             for (size_t k = 0; k < K; ++k) col[k] = info_table[k].at(f);
             metrics->write_client_values(kClientInfo[f], col);
         }
+        metrics->close();  // readable while round 0 runs
     }
 
     FederatedServer server;

@@ -94,6 +94,20 @@ std::vector<std::string> distinct_outputs(const std::vector<Example>& examples) 
     return out;
 }
 
+std::vector<std::string> split_labels(const std::string& text) {
+    std::vector<std::string> out;
+    size_t start = 0;
+    while (start <= text.size()) {
+        size_t end = text.find(',', start);
+        if (end == std::string::npos) end = text.size();
+        std::string item = text.substr(start, end - start);
+        const auto b = item.find_first_not_of(" \t"), e = item.find_last_not_of(" \t");
+        if (b != std::string::npos) out.push_back(item.substr(b, e - b + 1));
+        start = end + 1;
+    }
+    return out;
+}
+
 std::string prompt_head(const Example& example) {
     std::string s = "### Instruction:\n" + example.instruction;
     if (!example.input.empty()) s += "\n\n### Input:\n" + example.input;

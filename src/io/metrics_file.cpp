@@ -13,6 +13,7 @@ MetricsFile::MetricsFile(const std::string& path, int64_t num_clients, const std
     : num_clients_(num_clients), client_metrics_(client_metrics), round_metrics_(round_metrics) {
     if (!overwrite && fs::exists(path))
         throw ConfigError(path + ": already exists; choose another --output, or --resume the run");
+    path_ = path;
     file_ = std::make_unique<Hdf5File>(path, Hdf5File::Mode::Create);
     file_->create_group("/metrics");
     file_->create_group("/rounds");
@@ -24,6 +25,7 @@ MetricsFile::MetricsFile(const std::string& path, int64_t num_clients, const std
 }
 
 MetricsFile::MetricsFile(const std::string& path) {
+    path_ = path;
     file_ = std::make_unique<Hdf5File>(path, Hdf5File::Mode::ReadWrite);
     num_clients_ = file_->int_attribute("/", "num_clients");
     // The metric lists are the file's own tables, so that appended rounds extend every one of them.
@@ -31,21 +33,21 @@ MetricsFile::MetricsFile(const std::string& path) {
     round_metrics_ = file_->children("/rounds");
 }
 
-void MetricsFile::set_attribute(const std::string& name, const std::string& value) { file_->set_attribute("/", name, value); }
-void MetricsFile::set_attribute(const std::string& name, double value) { file_->set_attribute("/", name, value); }
-void MetricsFile::set_attribute(const std::string& name, int64_t value) { file_->set_attribute("/", name, value); }
+void MetricsFile::set_attribute(const std::string& name, const std::string& value) { open().set_attribute("/", name, value); }
+void MetricsFile::set_attribute(const std::string& name, double value) { open().set_attribute("/", name, value); }
+void MetricsFile::set_attribute(const std::string& name, int64_t value) { open().set_attribute("/", name, value); }
 
-void MetricsFile::write_config(const std::string& ini_text) { file_->write_string("/config", ini_text); }
+void MetricsFile::write_config(const std::string& ini_text) { open().write_string("/config", ini_text); }
 
 void MetricsFile::write_client_names(const std::vector<std::string>& names) {
     for (size_t k = 0; k < names.size(); ++k)
-        file_->set_attribute("/clients", "name_" + std::to_string(k), names[k]);
+        open().set_attribute("/clients", "name_" + std::to_string(k), names[k]);
 }
 
 void MetricsFile::write_client_values(const std::string& field, const std::vector<double>& values) {
     if (static_cast<int64_t>(values.size()) != num_clients_)
         throw IoError("metrics: /clients/" + field + " needs one value per client");
-    file_->write_array("/clients/" + field, H5Type::Float64, {num_clients_}, values.data());
+    open().write_array("/clients/" + field, H5Type::Float64, {num_clients_}, values.data());
 }
 
 void MetricsFile::append_round(const std::map<std::string, std::vector<double>>& client_values,
@@ -57,17 +59,25 @@ void MetricsFile::append_round(const std::map<std::string, std::vector<double>>&
             throw IoError("metrics: round is missing per-client values of '" + m + "'");
     }
     for (const auto& m : client_metrics_)
-        file_->append_row("/metrics/" + m, H5Type::Float64, client_values.at(m).data(), num_clients_);
+        open().append_row("/metrics/" + m, H5Type::Float64, client_values.at(m).data(), num_clients_);
     for (const auto& m : round_metrics_) {
         auto it = round_values.find(m);
         double v = it == round_values.end() ? 0.0 : it->second;
-        file_->append_row("/rounds/" + m, H5Type::Float64, &v, 1);
+        open().append_row("/rounds/" + m, H5Type::Float64, &v, 1);
     }
-    file_->flush();
+    open().flush();
+    // Closing after every round lets h5py and h5dump read the file while the run goes on (HDF5
+    // locks files that a writer holds open) and leaves nothing half-written between rounds.
+    file_.reset();
 }
 
-int64_t MetricsFile::rounds_written() const {
-    return client_metrics_.empty() ? 0 : file_->table_rows("/metrics/" + client_metrics_.front());
+Hdf5File& MetricsFile::open() {
+    if (!file_) file_ = std::make_unique<Hdf5File>(path_, Hdf5File::Mode::ReadWrite);
+    return *file_;
+}
+
+int64_t MetricsFile::rounds_written() {
+    return client_metrics_.empty() ? 0 : open().table_rows("/metrics/" + client_metrics_.front());
 }
 
 }  // namespace h2tune

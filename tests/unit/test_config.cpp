@@ -112,6 +112,9 @@ struct BadCase {
     std::vector<std::string> fragments;       // expected in the message
 };
 
+// Test names and failure messages show the case's name instead of its bytes.
+void PrintTo(const BadCase& c, std::ostream* os) { *os << c.name; }
+
 class JobConfigBadInput : public ::testing::TestWithParam<BadCase> {};
 
 TEST_P(JobConfigBadInput, IsRejectedWithLocation) {

@@ -2,6 +2,10 @@
 // handling of missing, foreign and truncated files) and metrics.h5 (MetricsFile).
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <unistd.h>
 
 #include <cstdint>
@@ -608,4 +612,25 @@ TEST(MetricsFile, AppendRoundFlushesToDisk) {
     EXPECT_EQ(copy.read_doubles("/rounds/round_seconds"), (std::vector<double>{1, 2}));
     const auto loss = copy.read_doubles("/metrics/train_loss");
     EXPECT_DOUBLE_EQ(loss[5], 1.2);
+}
+
+// A run's metrics are closed between rounds, so another process (h5py) can open them; HDF5's
+// file locking would otherwise refuse while the writer holds the file.
+TEST(MetricsFile, FileIsClosedBetweenRoundsAndReopenedForTheNextWrite) {
+    const std::string path = temp_path("metrics_closed.h5");
+    MetricsFile m(path, 3, kClient, kRound, false);
+    std::map<std::string, std::vector<double>> row;
+    for (const auto& name : kClient) row[name] = {1.0, 2.0, 3.0};
+    m.append_round(row, {});
+    {
+        // HDF5 takes an flock on files it holds open; another process (h5py) is refused while the
+        // writer holds it. A fresh descriptor's exclusive lock stands in for that process.
+        int fd = ::open(path.c_str(), O_RDONLY);
+        ASSERT_GE(fd, 0);
+        EXPECT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0) << "metrics file still locked between rounds";
+        ::flock(fd, LOCK_UN);
+        ::close(fd);
+    }
+    m.append_round(row, {});
+    EXPECT_EQ(m.rounds_written(), 2);
 }

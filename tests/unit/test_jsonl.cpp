@@ -105,3 +105,8 @@ TEST(Jsonl, ShippedTaskFilesParseWhenPrepared) {
         EXPECT_NEAR(majority_rate(test), info.majority_rate_test, 1e-9);
     }
 }
+
+TEST(Jsonl, SplitLabelsTrimsAndDropsBlanks) {
+    EXPECT_EQ(split_labels(" spam , ham,,x y "), (std::vector<std::string>{"spam", "ham", "x y"}));
+    EXPECT_TRUE(split_labels("").empty());
+}

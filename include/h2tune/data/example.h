@@ -33,6 +33,9 @@ double majority_rate(const std::vector<Example>& examples);
 // The distinct outputs in first-seen order (a label set for user JSONL without task.json).
 std::vector<std::string> distinct_outputs(const std::vector<Example>& examples);
 
+// A comma-separated label list ("spam, ham" -> {"spam", "ham"}); blanks around labels are dropped.
+std::vector<std::string> split_labels(const std::string& text);
+
 // The prompt template shared by training and evaluation; the response follows it directly.
 // Split in two so that over-long inputs can be truncated without losing the response marker.
 std::string prompt_head(const Example& example);  // instruction and input

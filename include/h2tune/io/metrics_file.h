@@ -33,14 +33,18 @@ public:
     void write_client_names(const std::vector<std::string>& names);
     void write_client_values(const std::string& field, const std::vector<double>& values);
 
-    // Appends one round: every client metric ([K] values) and every round metric, then flushes.
+    // Appends one round: every client metric ([K] values) and every round metric, then flushes and
+    // closes the file (reopened by the next write) so readers can open it between rounds.
     void append_round(const std::map<std::string, std::vector<double>>& client_values,
                       const std::map<std::string, double>& round_values);
-    int64_t rounds_written() const;
+    int64_t rounds_written();
+    void close() { file_.reset(); }  // the next write reopens it
 
-    Hdf5File& file() { return *file_; }
+    Hdf5File& file() { return open(); }
 
 private:
+    Hdf5File& open();  // reopens after append_round closed the file
+    std::string path_;
     std::unique_ptr<Hdf5File> file_;
     int64_t num_clients_ = 0;
     std::vector<std::string> client_metrics_, round_metrics_;
