@@ -34,5 +34,5 @@ while read -r name steps lr; do
 done <<'LIST'
 h2-tiny  2000 2e-3
 h2-small 1200 1.5e-3
-h2-base  800  1e-3
+h2-base  1600 1e-3
 LIST
