@@ -7,7 +7,6 @@
 #include <limits>
 #include <map>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -21,6 +20,7 @@
 #include "h2tune/comm/communicator.h"
 #include "h2tune/core/error.h"
 #include "h2tune/core/job_config.h"
+#include "h2tune/core/wire.h"
 #include "h2tune/io/metrics_file.h"
 
 namespace po = boost::program_options;
@@ -35,26 +35,16 @@ const std::vector<std::string> kClientInfo = {"majority_rate", "rank",          
                                               "adapter_parameters", "train_examples", "test_examples",
                                               "steps_per_round", "host_rank"};
 
-Bytes pack(const std::vector<double>& v) {
-    Bytes b(v.size() * sizeof(double));
-    if (!v.empty()) std::memcpy(b.data(), v.data(), b.size());
-    return b;
-}
-
-std::vector<double> unpack(const Bytes& b) {
-    if (b.size() % sizeof(double) != 0) throw CommError("metrics message of " + std::to_string(b.size()) + " bytes is not a whole number of doubles");
-    std::vector<double> v(b.size() / sizeof(double));
-    if (!v.empty()) std::memcpy(v.data(), b.data(), b.size());
-    return v;
-}
-
 // Rank 0 receives [client, v_0 .. v_{n-1}] records from every rank and sorts them by client.
 std::vector<std::vector<double>> gather_records(const Communicator& comm, const std::vector<double>& local,
                                                 size_t fields, size_t num_clients) {
     std::vector<std::vector<double>> table(num_clients);
-    auto parts = comm.gather(pack(local), 0);
+    ByteWriter w;
+    w.put_array(local.data(), local.size());
+    auto parts = comm.gather(w.buffer(), 0);
     for (const auto& part : parts) {
-        auto v = unpack(part);
+        ByteReader r(part.data(), part.size(), "client info");
+        const std::vector<double> v = r.get_array<double>();
         if (v.size() % (fields + 1) != 0) throw CommError("malformed metrics record");
         for (size_t i = 0; i < v.size(); i += fields + 1) {
             auto k = static_cast<size_t>(v[i]);

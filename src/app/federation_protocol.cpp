@@ -114,11 +114,7 @@ void exchange_masks(const Communicator& comm, const std::vector<std::unique_ptr<
             torch::Tensor masks = torch::tensor(v, torch::kInt64).reshape({M, n});
             server.masks[static_cast<size_t>(k)] = masks;
             server.mask_bytes[static_cast<size_t>(k)] = static_cast<double>(r.position() - begin);
-            const int64_t R2 = server.shape.max_rank * server.shape.max_rank;
-            if (masks.min().item<int64_t>() < 0 || masks.max().item<int64_t>() >= R2)
-                server.mask_errors[static_cast<size_t>(k)] = "mask index out of range [0, " + std::to_string(R2) + ")";
-            else if (n > 1 && !(masks.narrow(1, 1, n - 1) > masks.narrow(1, 0, n - 1)).all().item<bool>())
-                server.mask_errors[static_cast<size_t>(k)] = "mask indices are not strictly ascending";
+            server.mask_errors[static_cast<size_t>(k)] = validate_mask_indices(masks, server.shape.max_rank);
         }
     }
 }
@@ -126,7 +122,7 @@ void exchange_masks(const Communicator& comm, const std::vector<std::unique_ptr<
 std::map<int, double> send_downloads(const Communicator& comm, const std::vector<std::unique_ptr<ClientRuntime>>& clients,
                                      const FederatedServer& server, const std::vector<bool>& participating,
                                      size_t num_clients) {
-    std::map<int, double> bytes;
+    Bytes msg;
     if (comm.rank() == 0) {
         // One message per rank holding the slices of all its participating clients.
         std::vector<ByteWriter> per_rank(static_cast<size_t>(comm.size()));
@@ -137,35 +133,20 @@ std::map<int, double> send_downloads(const Communicator& comm, const std::vector
             put_tensor_f32(w, bank_gather(server.bank, server.masks[k]));
         }
         for (int r = 1; r < comm.size(); ++r) comm.send(per_rank[static_cast<size_t>(r)].buffer(), r, kTagDownload);
-        Bytes own = std::move(per_rank[0].buffer());
-        ByteReader reader(own.data(), own.size(), "download");
-        while (!reader.done()) {
-            const size_t begin = reader.position();
-            const int32_t k = reader.get<int32_t>();
-            for (const auto& c : clients)
-                if (c->config().index == k) {
-                    const auto* sh = c->shared();
-                    const auto& o = sh->options();
-                    c->receive_slices(get_tensor_f32(reader, {o.global_layers, o.modules, sh->entries()}));
-                }
-            bytes[k] = static_cast<double>(reader.position() - begin);
-        }
-        return bytes;
+        msg = std::move(per_rank[0].buffer());  // rank 0's own clients need no MPI
+    } else {
+        msg = comm.recv(0, kTagDownload);
     }
-    Bytes msg = comm.recv(0, kTagDownload);
+    std::map<int, double> bytes;
     ByteReader reader(msg.data(), msg.size(), "download");
     while (!reader.done()) {
         const size_t begin = reader.position();
         const int32_t k = reader.get<int32_t>();
-        bool found = false;
-        for (const auto& c : clients)
-            if (c->config().index == k) {
-                const auto* sh = c->shared();
-                const auto& o = sh->options();
-                c->receive_slices(get_tensor_f32(reader, {o.global_layers, o.modules, sh->entries()}));
-                found = true;
-            }
-        if (!found) throw CommError("download for client " + std::to_string(k) + " reached the wrong rank");
+        auto it = std::find_if(clients.begin(), clients.end(), [k](const auto& c) { return c->config().index == k; });
+        if (it == clients.end()) throw CommError("download for client " + std::to_string(k) + " reached the wrong rank");
+        const SharedMiddle* sh = (*it)->shared();
+        const auto& o = sh->options();
+        (*it)->receive_slices(get_tensor_f32(reader, {o.global_layers, o.modules, sh->entries()}));
         bytes[k] = static_cast<double>(reader.position() - begin);
     }
     return bytes;

@@ -60,6 +60,12 @@ hid_t file_type(H5Type t) {
     return H5T_IEEE_F64LE;
 }
 
+size_t element_count(const std::vector<int64_t>& shape) {
+    size_t n = 1;
+    for (auto d : shape) n *= static_cast<size_t>(d);
+    return n;
+}
+
 void close_any(hid_t id) {
     if (id < 0) return;
     switch (H5Iget_type(id)) {
@@ -255,9 +261,7 @@ std::vector<int64_t> Hdf5File::dataset_shape(const std::string& name) const {
 }
 
 void Hdf5File::read_array(const std::string& name, H5Type type, void* data, size_t elements) const {
-    auto shape = dataset_shape(name);
-    size_t n = 1;
-    for (auto d : shape) n *= static_cast<size_t>(d);
+    const size_t n = element_count(dataset_shape(name));
     if (n != elements)
         throw IoError("HDF5: dataset " + where(name) + " holds " + std::to_string(n) + " elements, expected " +
                       std::to_string(elements));
@@ -267,18 +271,14 @@ void Hdf5File::read_array(const std::string& name, H5Type type, void* data, size
 }
 
 std::vector<double> Hdf5File::read_doubles(const std::string& name) const {
-    auto shape = dataset_shape(name);
-    size_t n = 1;
-    for (auto d : shape) n *= static_cast<size_t>(d);
+    const size_t n = element_count(dataset_shape(name));
     std::vector<double> out(n);
     read_array(name, H5Type::Float64, out.data(), n);
     return out;
 }
 
 std::vector<int64_t> Hdf5File::read_int64s(const std::string& name) const {
-    auto shape = dataset_shape(name);
-    size_t n = 1;
-    for (auto d : shape) n *= static_cast<size_t>(d);
+    const size_t n = element_count(dataset_shape(name));
     std::vector<int64_t> out(n);
     read_array(name, H5Type::Int64, out.data(), n);
     return out;

@@ -21,8 +21,16 @@ torch::Tensor bank_zeros(const BankShape& s) {
     return torch::zeros({s.global_layers, s.modules, s.max_rank * s.max_rank}, torch::kFloat32);
 }
 
+std::string validate_mask_indices(const torch::Tensor& mask, int64_t max_rank) {
+    const int64_t R2 = max_rank * max_rank, n = mask.size(1);
+    if (mask.min().item<int64_t>() < 0 || mask.max().item<int64_t>() >= R2)
+        return "mask index out of range [0, " + std::to_string(R2) + ")";
+    if (n > 1 && !(mask.narrow(1, 1, n - 1) > mask.narrow(1, 0, n - 1)).all().item<bool>())
+        return "mask indices are not strictly ascending";
+    return "";
+}
+
 std::string validate_upload(const ClientUpload& u, const BankShape& s) {
-    const int64_t R2 = s.max_rank * s.max_rank;
     if (!(u.samples > 0) || !std::isfinite(u.samples)) return "sample count must be positive";
     if (u.rank < 1 || u.rank > s.max_rank) return "rank " + std::to_string(u.rank) + " outside [1, R]";
     if (u.layers < 1) return "layer count must be positive";
@@ -31,10 +39,8 @@ std::string validate_upload(const ClientUpload& u, const BankShape& s) {
         u.mask.scalar_type() != torch::kInt64)
         return "mask must be int64 [" + std::to_string(s.modules) + ", " + std::to_string(n) + "], got " +
                (u.mask.defined() ? shape_str(u.mask) : "nothing");
-    if (u.mask.min().item<int64_t>() < 0 || u.mask.max().item<int64_t>() >= R2)
-        return "mask index out of range [0, " + std::to_string(R2) + ")";
-    if (n > 1 && !(u.mask.narrow(1, 1, n - 1) > u.mask.narrow(1, 0, n - 1)).all().item<bool>())
-        return "mask indices are not strictly ascending";
+    const std::string mask_problem = validate_mask_indices(u.mask, s.max_rank);
+    if (!mask_problem.empty()) return mask_problem;
     if (!u.relation.defined() || u.relation.dim() != 2 || u.relation.size(0) != s.global_layers ||
         u.relation.size(1) != u.layers || u.relation.scalar_type() != torch::kFloat32)
         return "relation must be float32 [" + std::to_string(s.global_layers) + ", " + std::to_string(u.layers) + "]";

@@ -32,6 +32,10 @@ struct ClientUpload {
     torch::Tensor values;             // [L_k, M, r_k^2] float32, the values of T_k^{l,m}
 };
 
+// Empty string when every row of `mask` ([M, n] int64) holds strictly ascending indices in [0, R*R),
+// else the reason.
+std::string validate_mask_indices(const torch::Tensor& mask, int64_t max_rank);
+
 // Empty string when the upload is usable, else the reason it is not (shapes, index ranges and
 // order, finite values, column-stochastic relation, positive sample count).
 std::string validate_upload(const ClientUpload& upload, const BankShape& shape);
