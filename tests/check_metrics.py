@@ -10,6 +10,43 @@ REQUIRED = ["train_loss", "test_accuracy", "test_accuracy_generate", "tokens", "
             "mask_density", "train_seconds", "excluded"]
 
 
+def check_mask_refresh(f, args) -> list:
+    """Masks change only at refresh rounds, only for clients with r < R, and the bytes show it:
+    a changed mask travels down as int32 indices; Taylor scores travel up the round before. Every
+    array on the wire carries an 8-byte length."""
+    errors = []
+    changed = f["metrics/mask_changed"][()]
+    rank = f["clients/rank"][()].astype(int)
+    R = int(f.attrs["max_rank"])
+    modules = next(line.split("=", 1)[1] for line in f["config"][()].decode().splitlines()
+                   if line.strip().startswith("modules")).strip().split(",")
+    M = len(modules)
+    due = [r > 0 and args.mask_refresh > 0 and r % args.mask_refresh == 0 for r in range(args.rounds)]
+    if np.any(changed[[not d for d in due]] != 0):
+        errors.append("mask_changed is non-zero outside refresh rounds")
+    if np.any(changed[:, rank == R] != 0):
+        errors.append("a client with r = R has only one possible mask, yet it changed")
+    if any(due) and not np.any(changed[due][:, rank < R] > 0):
+        errors.append("no mask changed at any refresh round")
+    if np.any((changed < 0) | (changed > 1)):
+        errors.append("mask_changed outside [0, 1]")
+    down = f["metrics/bytes_down"][()]
+    up = f["metrics/bytes_up"][()]
+    for r in range(1, args.rounds):
+        for k in range(len(rank)):
+            extra_down = down[r, k] - down[0, k]  # round 0 never changes masks
+            want = 8 + 4 * M * rank[k] ** 2 if changed[r, k] > 0 else 0
+            if extra_down != want:
+                errors.append(f"round {r} client {k}: {extra_down:.0f} extra bytes down, expected {want}")
+            if args.mask_score == "taylor" and r + 1 < args.rounds:
+                sends = due[r + 1] if r + 1 < len(due) else False
+                extra_up = up[r, k] - up[args.rounds - 1, k]
+                want_up = 16 + 4 * (M * rank[k] ** 2 + M) if sends else 0
+                if extra_up != want_up:
+                    errors.append(f"round {r} client {k}: {extra_up:.0f} extra bytes up, expected {want_up}")
+    return errors
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("path")
@@ -17,6 +54,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, required=True)
     ap.add_argument("--federated", action="store_true", help="expect H2Tune payload bytes and densities")
     ap.add_argument("--participants-per-round", type=int, default=0)
+    ap.add_argument("--mask-refresh", type=int, default=0, help="the run re-selected masks every N rounds")
+    ap.add_argument("--mask-score", default="magnitude")
     args = ap.parse_args()
     errors = []
     with h5py.File(args.path, "r") as f:
@@ -61,6 +100,8 @@ def main() -> int:
                 errors.append("mask density is not r_k^2 / R^2")
             if np.any(f["metrics/excluded"][()] != 0):
                 errors.append("no client should be excluded")
+        if args.federated:
+            errors += check_mask_refresh(f, args)
         maj = f["clients/majority_rate"][()]
         if maj.shape != (args.clients,) or np.any(maj <= 0) or np.any(maj > 1):
             errors.append(f"/clients/majority_rate malformed: {maj}")

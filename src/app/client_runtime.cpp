@@ -100,6 +100,7 @@ ClientRuntime::ClientRuntime(const JobConfig& job, int client_index, int64_t glo
         so.tau = federation_.relation_tau;
         so.sigma = federation_.relation_sigma;
         so.mask_key = stream_key(seed, 0x3a5c, static_cast<uint64_t>(client_index));
+        so.track_taylor = federation_.mask_refresh > 0 && federation_.mask_score == "taylor";
         if (method == "h2tune-dense" && so.rank != federation_.max_rank)
             throw ConfigError(key + ": method h2tune-dense needs rank = federation.max_rank for every client");
         shared_ = std::make_unique<SharedMiddle>(so);
@@ -120,9 +121,18 @@ void ClientRuntime::receive_slices(const torch::Tensor& slices) {
     trainer_->fix_middles();
 }
 
-ClientUploadValues ClientRuntime::upload_values() const {
+void ClientRuntime::receive_masks(const torch::Tensor& masks) {
+    if (!shared_) throw Error("receive_masks: client does not share middle matrices");
+    shared_->set_masks(masks);
+}
+
+ClientUploadValues ClientRuntime::upload_values(bool with_taylor) const {
     torch::NoGradGuard no_grad;
     ClientUploadValues u;
+    if (with_taylor) {
+        u.taylor = shared_->taylor().scores().contiguous();
+        u.grad_scale = shared_->taylor().grad_scale().contiguous();
+    }
     u.masks = shared_->masks();
     u.relation = shared_->relation().detach().contiguous();
     u.values = shared_->middle_values().detach().contiguous();

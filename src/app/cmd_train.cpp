@@ -106,9 +106,9 @@ int cmd_train(const Args& args) {
     if (!federated && job.run.method != "local")
         throw ConfigError("command line: run.method = '" + job.run.method +
                           "' is not implemented in this version (available: local, h2tune, h2tune-dense)");
-    if (job.federation.mask_refresh > 0)
-        throw ConfigError(job.source + ": option 'federation.mask_refresh': mask re-selection is not implemented "
-                          "in this version; use 0 (fixed masks, the default)");
+    if (job.federation.mask_refresh > 0 && job.run.method == "h2tune-dense")
+        throw ConfigError(job.source + ": option 'federation.mask_refresh': method h2tune-dense uses the whole bank, "
+                          "there is no mask to re-select; use 0");
 
     MpiSession mpi(nullptr, nullptr);
     Communicator comm;
@@ -183,7 +183,10 @@ int cmd_train(const Args& args) {
         const auto round_start = std::chrono::steady_clock::now();
         const std::vector<bool> participating = sample_participants(job, round);
         std::map<int, double> bytes_down;
-        if (federated) bytes_down = send_downloads(comm, clients, server, participating, K);
+        if (federated) {
+            if (root) refresh_masks(server, job.federation, round, participating);
+            bytes_down = send_downloads(comm, clients, server, participating, K);
+        }
 
         ByteWriter upload;
         for (auto& client : clients) {

@@ -10,6 +10,8 @@
 
 #include "h2tune/core/error.h"
 #include "h2tune/core/rng.h"
+#include "h2tune/method/alignment.h"
+#include "h2tune/method/mask_refresh.h"
 #include "h2tune/model/llama_config.h"
 
 namespace fs = std::filesystem;
@@ -21,7 +23,7 @@ namespace {
 constexpr int kTagDownload = 41;
 
 enum Column { kTrainLoss, kAccuracy, kAccuracyGenerate, kTokens, kBytesUp, kBytesDown, kMaskDensity,
-              kTrainSeconds, kEvalSeconds, kExcluded, kParticipated, kColumns };
+              kTrainSeconds, kEvalSeconds, kExcluded, kParticipated, kMaskChanged, kColumns };
 
 void put_tensor_f32(ByteWriter& w, const torch::Tensor& t) {
     torch::Tensor c = t.to(torch::kFloat32).contiguous();
@@ -33,11 +35,30 @@ void put_tensor_i64(ByteWriter& w, const torch::Tensor& t) {
     w.put_array(c.data_ptr<int64_t>(), static_cast<size_t>(c.numel()));
 }
 
-torch::Tensor get_tensor_f32(ByteReader& r, std::vector<int64_t> shape) {
+size_t element_count(const std::vector<int64_t>& shape) {
     size_t n = 1;
     for (auto d : shape) n *= static_cast<size_t>(d);
-    auto v = r.get_array<float>(n);
+    return n;
+}
+
+torch::Tensor get_tensor_f32(ByteReader& r, std::vector<int64_t> shape) {
+    auto v = r.get_array<float>(element_count(shape));
     return torch::from_blob(v.data(), shape, torch::kFloat32).clone();
+}
+
+// Mask indices travel down as int32 (R*R stays far below 2^31).
+void put_mask_i32(ByteWriter& w, const torch::Tensor& mask) {
+    torch::Tensor c = mask.to(torch::kInt32).contiguous();
+    w.put_array(c.data_ptr<int32_t>(), static_cast<size_t>(c.numel()));
+}
+
+torch::Tensor get_mask_i32(ByteReader& r, std::vector<int64_t> shape) {
+    auto v = r.get_array<int32_t>(element_count(shape));
+    return torch::from_blob(v.data(), shape, torch::kInt32).to(torch::kInt64);
+}
+
+bool taylor_due(const FederationConfig& f, int round) {
+    return f.mask_score == "taylor" && mask_refresh_due(f, round + 1);
 }
 
 }  // namespace
@@ -45,7 +66,7 @@ torch::Tensor get_tensor_f32(ByteReader& r, std::vector<int64_t> shape) {
 const std::vector<std::string>& client_metric_names() {
     static const std::vector<std::string> names = {
         "train_loss",   "test_accuracy", "test_accuracy_generate", "tokens",   "bytes_up",    "bytes_down",
-        "mask_density", "train_seconds", "eval_seconds",           "excluded", "participated"};
+        "mask_density", "train_seconds", "eval_seconds",           "excluded", "participated", "mask_changed"};
     return names;
 }
 
@@ -84,6 +105,40 @@ std::vector<bool> sample_participants(const JobConfig& job, int round) {
     return chosen;
 }
 
+bool mask_refresh_due(const FederationConfig& f, int round) {
+    return f.mask_refresh > 0 && round > 0 && round % f.mask_refresh == 0;
+}
+
+void refresh_masks(FederatedServer& server, const FederationConfig& f, int round, const std::vector<bool>& participating) {
+    const size_t K = server.masks.size();
+    server.new_masks.assign(K, torch::Tensor());
+    server.mask_changed.assign(K, 0.0);
+    if (!mask_refresh_due(f, round)) return;
+    const int64_t R = server.shape.max_rank;
+    for (size_t k = 0; k < K; ++k) {
+        // A client never heard from (excluded every round so far) keeps its mask: rank 0 has no Pi_k.
+        if (!participating[k] || !server.mask_errors[k].empty() || !server.relations[k].defined()) continue;
+        const torch::Tensor& old = server.masks[k];
+        const auto rank = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(old.size(1)))));
+        torch::Tensor scores = magnitude_mask_scores(server.bank, server.relations[k]);
+        if (f.mask_score == "taylor" && server.taylor[k].defined())
+            scores = taylor_mask_scores(scores, old, server.taylor[k], server.grad_scale[k]);
+        std::vector<torch::Tensor> rows;
+        for (int64_t m = 0; m < server.shape.modules; ++m) rows.push_back(select_mask(scores[m], rank, R, "topk"));
+        torch::Tensor fresh = torch::stack(rows);
+        if (torch::equal(fresh, old)) continue;
+        // Share of the new entries the old mask already held, through a membership map per module.
+        torch::Tensor member = torch::zeros({server.shape.modules, R * R}, torch::kBool);
+        member.scatter_(1, old, true);
+        const double kept = member.gather(1, fresh).sum().item<double>();
+        server.mask_changed[k] = 1.0 - kept / static_cast<double>(fresh.numel());
+        server.masks[k] = fresh;
+        server.new_masks[k] = fresh;
+        server.taylor[k] = torch::Tensor();  // measured on the old positions
+        server.grad_scale[k] = torch::Tensor();
+    }
+}
+
 void exchange_masks(const Communicator& comm, const std::vector<std::unique_ptr<ClientRuntime>>& clients,
                     FederatedServer& server, size_t num_clients, const FaultInjection& fault) {
     ByteWriter w;
@@ -101,6 +156,11 @@ void exchange_masks(const Communicator& comm, const std::vector<std::unique_ptr<
     server.masks.assign(num_clients, torch::Tensor());
     server.mask_errors.assign(num_clients, "");
     server.mask_bytes.assign(num_clients, 0.0);
+    server.relations.assign(num_clients, torch::Tensor());
+    server.taylor.assign(num_clients, torch::Tensor());
+    server.grad_scale.assign(num_clients, torch::Tensor());
+    server.new_masks.assign(num_clients, torch::Tensor());
+    server.mask_changed.assign(num_clients, 0.0);
     for (const auto& part : parts) {
         ByteReader r(part.data(), part.size(), "mask announcement");
         while (!r.done()) {
@@ -130,6 +190,9 @@ std::map<int, double> send_downloads(const Communicator& comm, const std::vector
             if (!participating[k] || !server.mask_errors[k].empty()) continue;
             ByteWriter& w = per_rank[k % static_cast<size_t>(comm.size())];
             w.put<int32_t>(static_cast<int32_t>(k));
+            const bool new_mask = server.new_masks[k].defined();
+            w.put<uint8_t>(new_mask ? 1 : 0);
+            if (new_mask) put_mask_i32(w, server.new_masks[k]);
             put_tensor_f32(w, bank_gather(server.bank, server.masks[k]));
         }
         for (int r = 1; r < comm.size(); ++r) comm.send(per_rank[static_cast<size_t>(r)].buffer(), r, kTagDownload);
@@ -146,6 +209,7 @@ std::map<int, double> send_downloads(const Communicator& comm, const std::vector
         if (it == clients.end()) throw CommError("download for client " + std::to_string(k) + " reached the wrong rank");
         const SharedMiddle* sh = (*it)->shared();
         const auto& o = sh->options();
+        if (reader.get<uint8_t>() != 0) (*it)->receive_masks(get_mask_i32(reader, {o.modules, sh->entries()}));
         (*it)->receive_slices(get_tensor_f32(reader, {o.global_layers, o.modules, sh->entries()}));
         bytes[k] = static_cast<double>(reader.position() - begin);
     }
@@ -166,17 +230,24 @@ void pack_upload(ByteWriter& out, ClientRuntime& client, const ClientRoundMetric
     row[kTrainSeconds] = m.train_seconds;
     row[kEvalSeconds] = m.eval_seconds;
     row[kParticipated] = participated ? 1.0 : 0.0;
+    row[kMaskChanged] = 0.0;  // rank 0 knows; it fills this column
     rec.append(row, sizeof(row));
     const bool sends_values = federated && participated;
     rec.put<uint8_t>(sends_values ? 1 : 0);
     if (sends_values) {
-        ClientUploadValues u = client.upload_values();
+        const bool with_taylor = taylor_due(client.federation(), round);
+        ClientUploadValues u = client.upload_values(with_taylor);
         if (fault.hits(k, round) && fault.kind == "nan") u.values.view({-1})[0] = std::nanf("");
         rec.put<double>(u.samples);
         rec.put<int64_t>(fault.hits(k, round) && fault.kind == "rank" ? u.masks.size(1) + 1 : client.shared()->options().rank);
         rec.put<int64_t>(u.relation.size(1));
         put_tensor_f32(rec, u.relation);
         put_tensor_f32(rec, u.values);
+        rec.put<uint8_t>(with_taylor ? 1 : 0);
+        if (with_taylor) {
+            put_tensor_f32(rec, u.taylor);
+            put_tensor_f32(rec, u.grad_scale);
+        }
     }
     Bytes& b = rec.buffer();
     if (fault.hits(k, round) && fault.kind == "truncate") b.resize(b.size() - 7);
@@ -223,9 +294,22 @@ RoundTable receive_uploads(const std::vector<Bytes>& parts, FederatedServer& ser
                 if (u.layers < 1 || u.layers > 4096) throw DataError("implausible layer count " + std::to_string(u.layers));
                 u.relation = get_tensor_f32(r, {server.shape.global_layers, u.layers});
                 u.values = get_tensor_f32(r, {u.layers, server.shape.modules, u.rank * u.rank});
+                torch::Tensor taylor, grad_scale;
+                if (r.get<uint8_t>() != 0) {
+                    taylor = get_tensor_f32(r, {server.shape.modules, u.rank * u.rank});
+                    grad_scale = get_tensor_f32(r, {server.shape.modules});
+                    if (!torch::isfinite(taylor).all().item<bool>() || !torch::isfinite(grad_scale).all().item<bool>() ||
+                        (taylor < 0).any().item<bool>() || (grad_scale < 0).any().item<bool>())
+                        throw DataError("Taylor scores must be finite and non-negative");
+                }
                 if (!r.done()) throw DataError("trailing bytes in the record");
                 const std::string why = validate_upload(u, server.shape);
                 if (!why.empty()) throw DataError(why);
+                server.relations[static_cast<size_t>(k)] = u.relation;
+                if (taylor.defined()) {
+                    server.taylor[static_cast<size_t>(k)] = taylor;
+                    server.grad_scale[static_cast<size_t>(k)] = grad_scale;
+                }
                 double bytes = static_cast<double>(r.position() - values_begin);
                 if (round == 0) bytes += server.mask_bytes[static_cast<size_t>(k)];  // masks travel once
                 t.columns["bytes_up"][static_cast<size_t>(k)] = bytes;
@@ -242,6 +326,9 @@ RoundTable receive_uploads(const std::vector<Bytes>& parts, FederatedServer& ser
     }
     for (size_t k = 0; k < num_clients; ++k)
         if (!seen[k]) throw CommError("no upload record for client " + std::to_string(k));
+    if (federated)
+        for (size_t k = 0; k < num_clients && k < server.mask_changed.size(); ++k)
+            t.columns["mask_changed"][k] = server.mask_changed[k];
     if (federated) {
         const auto t0 = std::chrono::steady_clock::now();
         std::sort(accepted.begin(), accepted.end(), [](const ClientUpload& a, const ClientUpload& b) { return a.client < b.client; });

@@ -325,6 +325,9 @@ void validate(JobConfig& cfg) {
     const std::string src = cfg.source.empty() ? "job" : cfg.source;
     if (cfg.clients.empty())
         throw ConfigError(src + ": no clients: add at least one [client.N] section");
+    if (cfg.federation.mask_refresh > 0 && cfg.federation.mask != "topk")
+        throw ConfigError(src + ": option 'federation.mask_refresh': re-selection needs federation.mask = topk "
+                          "(a block mask is fixed by the rank)");
     const int R = cfg.federation.max_rank;
     for (const auto& c : cfg.clients) {
         const std::string key = "client." + std::to_string(c.index);

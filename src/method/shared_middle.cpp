@@ -27,6 +27,7 @@ SharedMiddle::SharedMiddle(const SharedMiddleOptions& o) : options_(o) {
     }
     d_ = torch::zeros({o.layers, o.modules, entries()}).set_requires_grad(true);
     slices_ = torch::zeros({o.global_layers, o.modules, entries()});
+    taylor_ = TaylorScore(o.modules, entries());
 }
 
 std::vector<torch::Tensor> SharedMiddle::parameters() const {
@@ -68,11 +69,19 @@ torch::Tensor SharedMiddle::proximal_kl(const torch::Tensor& values) const {
     return (target * (torch::log(target.clamp_min(1e-30)) - log_q)).sum(-1).mean();
 }
 
-void SharedMiddle::refresh_masks(const torch::Tensor& scores) {
-    std::vector<torch::Tensor> rows;
-    for (int64_t m = 0; m < options_.modules; ++m)
-        rows.push_back(select_mask(scores[m], options_.rank, options_.max_rank, options_.mask));
-    masks_ = torch::stack(rows);
+void SharedMiddle::set_masks(const torch::Tensor& masks) {
+    if (!masks.sizes().equals(masks_.sizes()))
+        throw CommError("new masks have the wrong shape");
+    const torch::Tensor m = masks.to(torch::kInt64).contiguous().clone();
+    const std::string why = validate_mask_indices(m, options_.max_rank);
+    if (!why.empty()) throw CommError("new masks: " + why);
+    masks_ = m;
+    taylor_.reset();
+}
+
+void SharedMiddle::accumulate_taylor(const torch::Tensor& values) {
+    if (!options_.track_taylor || !d_.grad().defined()) return;
+    taylor_.accumulate(values, d_.grad());
 }
 
 void SharedMiddle::load_state(const torch::Tensor& z, const torch::Tensor& masks) {

@@ -47,12 +47,17 @@ void AlternatingTrainer::fix_middles() {
 }
 
 double AlternatingTrainer::joint_step(const Batch& batch) {
-    if (shared_) set_middles(shared_->middle_values());
+    torch::Tensor values;
+    if (shared_) {
+        values = shared_->middle_values();
+        set_middles(values);
+    }
     torch::Tensor loss = response_loss(adapted_.model->forward(batch.input_ids, batch.attention_mask), batch.labels);
     specific_->zero_grad();
     if (residual_) residual_->zero_grad();
     if (relation_) relation_->zero_grad();
     loss.backward();
+    if (shared_) shared_->accumulate_taylor(values);
     specific_->apply();
     if (residual_) residual_->apply();
     if (relation_) relation_->apply();
@@ -70,6 +75,7 @@ double AlternatingTrainer::shared_step(const Batch& batch, torch::Tensor* teache
     residual_->zero_grad();
     if (relation_) relation_->zero_grad();
     loss.backward();
+    shared_->accumulate_taylor(values);
     residual_->apply();
     if (relation_) relation_->apply();
     set_trainable(adapted_.adapter_parameters(), true);

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <memory>
 
+#include "h2tune/core/error.h"
 #include "h2tune/method/shared_middle.h"
 #include "h2tune/model/llama.h"
 #include "h2tune/train/alternating.h"
@@ -40,7 +41,7 @@ struct Fixture {
     std::unique_ptr<SharedMiddle> shared;
     std::unique_ptr<AlternatingTrainer> trainer;
 
-    explicit Fixture(const std::string& align = "relation") {
+    explicit Fixture(const std::string& align = "relation", bool track_taylor = false) {
         torch::manual_seed(3);
         LlamaForCausalLM model(tiny_config());
         const std::vector<std::string> modules = {"q", "v", "down"};
@@ -53,6 +54,7 @@ struct Fixture {
         so.max_rank = 4;
         so.align = align;
         so.mask_key = 5;
+        so.track_taylor = track_taylor;
         shared = std::make_unique<SharedMiddle>(so);
         shared->begin_round(torch::randn({4, 3, 4}));
         std::vector<int64_t> module_index;
@@ -122,6 +124,44 @@ TEST(Alternating, JointStepMovesEverythingAndTheRelationGetsTaskGradients) {
     EXPECT_TRUE(all_differ(s0, f.shared_params()));
     ASSERT_TRUE(f.shared->relation_logits().grad().defined());
     EXPECT_GT(f.shared->relation_logits().grad().abs().sum().item<double>(), 0.0);
+}
+
+TEST(Alternating, TaylorStatisticsAreTheProductOfTAndItsGradientWhenTracked) {
+    Fixture untracked;
+    untracked.trainer->joint_step(make_batch());
+    EXPECT_TRUE(untracked.shared->taylor().empty());
+
+    Fixture f("relation", true);
+    const torch::Tensor values = f.shared->middle_values().detach().clone();
+    torch::Tensor teacher;
+    f.trainer->shared_step(make_batch(), &teacher);
+    ASSERT_EQ(f.shared->taylor().steps(), 1);
+    // First step: exactly sum_l |T * dL/dT| with dL/dT = the gradient D received.
+    const torch::Tensor grad = f.shared->residual().grad();
+    EXPECT_TRUE(torch::allclose(f.shared->taylor().scores(), (values * grad).abs().sum(0)));
+    EXPECT_TRUE(torch::allclose(f.shared->taylor().grad_scale(), grad.abs().mean(std::vector<int64_t>{0, 2})));
+    EXPECT_GT(f.shared->taylor().scores().sum().item<double>(), 0.0);
+    // The specific step leaves T fixed and adds nothing.
+    f.trainer->specific_step(make_batch(), teacher);
+    EXPECT_EQ(f.shared->taylor().steps(), 1);
+    // A new mask means new positions: the statistics restart.
+    torch::Tensor masks = f.shared->masks().clone();
+    masks[0] = torch::tensor(std::vector<int64_t>{0, 5, 10, 15});
+    f.shared->set_masks(masks);
+    EXPECT_TRUE(f.shared->taylor().empty());
+    EXPECT_TRUE(torch::equal(f.shared->masks(), masks));
+}
+
+TEST(Alternating, NewMasksAreValidated) {
+    Fixture f;
+    const torch::Tensor good = f.shared->masks().clone();
+    torch::Tensor out_of_range = good.clone(), unordered = good.clone();
+    out_of_range[1][3] = 16;  // R*R = 16
+    unordered[2] = torch::tensor(std::vector<int64_t>{3, 1, 7, 9});
+    EXPECT_THROW(f.shared->set_masks(out_of_range), CommError);
+    EXPECT_THROW(f.shared->set_masks(unordered), CommError);
+    EXPECT_THROW(f.shared->set_masks(good.narrow(0, 0, 2)), CommError);
+    EXPECT_TRUE(torch::equal(f.shared->masks(), good));  // a rejected mask changes nothing
 }
 
 TEST(Alternating, DepthAlignmentKeepsTheRelationFixed) {

@@ -7,6 +7,7 @@
 
 #include "h2tune/core/error.h"
 #include "h2tune/method/alignment.h"
+#include "h2tune/method/mask_refresh.h"
 #include "h2tune/method/sparse_bank.h"
 
 using namespace h2tune;
@@ -169,4 +170,46 @@ TEST(Mask, InitialScoresDifferPerClientAndAreReproducible) {
     auto a = initial_mask_scores(11, 8), b = initial_mask_scores(11, 8), c = initial_mask_scores(12, 8);
     EXPECT_TRUE(torch::equal(a, b));
     EXPECT_FALSE(torch::equal(select_mask(a, 4, 8, "topk"), select_mask(c, 4, 8, "topk")));
+}
+
+TEST(MaskRefresh, MagnitudeScoreIsThePersonalisedMatrixSummedOverLayers) {
+    // L_g = 2 slots, M = 1, R = 2; a client with 2 layers.
+    torch::Tensor bank = torch::tensor({1.f, -2.f, 0.f, 4.f,    // slot 0
+                                        3.f, 2.f, 0.f, -4.f})  // slot 1
+                             .reshape({2, 1, 4});
+    torch::Tensor pi = torch::tensor({0.5f, 1.f, 0.5f, 0.f}).reshape({2, 2});  // columns sum to 1
+    // layer 0: 0.5*slot0 + 0.5*slot1 = [2, 0, 0, 0]; layer 1: slot0 = [1, -2, 0, 4]
+    torch::Tensor s = magnitude_mask_scores(bank, pi);
+    EXPECT_TRUE(torch::allclose(s, torch::tensor({3.f, 2.f, 0.f, 4.f}).reshape({1, 4})));
+    EXPECT_THROW(magnitude_mask_scores(bank, torch::ones({3, 2})), ModelError);
+}
+
+TEST(MaskRefresh, TaylorScoreUsesMeasuredValuesInsideTheMaskAndTheMeanGradientOutside) {
+    torch::Tensor magnitude = torch::tensor({3.f, 2.f, 0.f, 4.f, 1.f, 1.f, 1.f, 1.f}).reshape({2, 4});
+    torch::Tensor mask = torch::tensor(std::vector<int64_t>{1, 3, 0, 2}).reshape({2, 2});
+    torch::Tensor taylor = torch::tensor({0.25f, 0.5f, 7.f, 8.f}).reshape({2, 2});
+    torch::Tensor grad_scale = torch::tensor({0.1f, 2.f});
+    torch::Tensor s = taylor_mask_scores(magnitude, mask, taylor, grad_scale);
+    EXPECT_TRUE(torch::allclose(s, torch::tensor({0.3f, 0.25f, 0.f, 0.5f, 7.f, 2.f, 8.f, 2.f}).reshape({2, 4})));
+    // Rank 1 (R = 2) keeps the best entry: module 0 the measured 0.5 at entry 3, module 1 the 8 at entry 2.
+    EXPECT_EQ(select_mask(s[0], 1, 2, "topk").item<int64_t>(), 3);
+    EXPECT_EQ(select_mask(s[1], 1, 2, "topk").item<int64_t>(), 2);
+}
+
+TEST(MaskRefresh, TaylorAccumulatorIsAnExponentialMovingAverage) {
+    TaylorScore t(1, 2, 0.5);
+    EXPECT_TRUE(t.empty());
+    torch::Tensor v = torch::tensor({1.f, -2.f, 3.f, 4.f}).reshape({2, 1, 2});  // 2 layers
+    torch::Tensor g = torch::tensor({2.f, 1.f, -1.f, 0.f}).reshape({2, 1, 2});
+    t.accumulate(v, g);  // first step sets: |v*g| summed over layers = [2+3, 2+0], mean |g| = 1
+    EXPECT_TRUE(torch::allclose(t.scores(), torch::tensor({5.f, 2.f}).reshape({1, 2})));
+    EXPECT_NEAR(t.grad_scale().item<double>(), 1.0, 1e-6);
+    t.accumulate(v, torch::zeros_like(g));  // then blends: 0.5 * old + 0.5 * 0
+    EXPECT_TRUE(torch::allclose(t.scores(), torch::tensor({2.5f, 1.f}).reshape({1, 2})));
+    EXPECT_NEAR(t.grad_scale().item<double>(), 0.5, 1e-6);
+    EXPECT_EQ(t.steps(), 2);
+    EXPECT_THROW(t.accumulate(v, g.narrow(2, 0, 1)), ModelError);
+    t.reset();
+    EXPECT_TRUE(t.empty());
+    EXPECT_EQ(t.scores().sum().item<double>(), 0.0);
 }

@@ -39,6 +39,9 @@ struct ClientUploadValues {
     torch::Tensor relation;  // [L_g, L_k] float32
     torch::Tensor values;    // [L_k, M, r^2] float32
     double samples = 0;
+    // Taylor statistics for rank 0's mask re-selection; defined only when `with_taylor` was asked.
+    torch::Tensor taylor;      // [M, r^2] float32
+    torch::Tensor grad_scale;  // [M] float32
 };
 
 class ClientRuntime {
@@ -49,7 +52,9 @@ public:
     bool shares_middle() const { return shared_ != nullptr; }
     // Start of an H2Tune round: the received bank slices G[:, m, Omega_m] ([L_g, M, r^2]).
     void receive_slices(const torch::Tensor& slices);
-    ClientUploadValues upload_values() const;
+    ClientUploadValues upload_values(bool with_taylor = false) const;
+    // Rank 0 re-selected this client's masks (mask_refresh); takes effect before receive_slices.
+    void receive_masks(const torch::Tensor& masks);
     const SharedMiddle* shared() const { return shared_.get(); }
 
     // One round of local training (local_steps, or local_epochs over the training split).
@@ -58,6 +63,7 @@ public:
     void evaluate(ClientRoundMetrics& m);
 
     const ClientConfig& config() const { return config_; }
+    const FederationConfig& federation() const { return federation_; }
     double majority_rate() const { return majority_rate_; }
     int64_t train_size() const { return loader_->size(); }
     int64_t test_size() const { return static_cast<int64_t>(test_encoded_.size()); }

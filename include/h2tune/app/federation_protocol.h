@@ -29,6 +29,11 @@ struct FederatedServer {
     std::vector<torch::Tensor> masks;       // per client [M, r^2] (undefined: unknown)
     std::vector<std::string> mask_errors;   // per client: why its announced mask is unusable
     std::vector<double> mask_bytes;         // per client: bytes of the mask announcement
+    std::vector<torch::Tensor> relations;   // per client: Pi_k of its last accepted upload
+    std::vector<torch::Tensor> taylor;      // per client: Taylor scores [M, r^2] of its last upload
+    std::vector<torch::Tensor> grad_scale;  // per client: mean |dL/dT| per module [M], same upload
+    std::vector<torch::Tensor> new_masks;   // per client: masks re-selected this round (undefined: none)
+    std::vector<double> mask_changed;       // per client: share of mask entries replaced this round
 };
 
 // Test hook: H2TUNE_INJECT_FAULT="KIND:CLIENT:ROUND" corrupts that client's payload, with KIND
@@ -45,6 +50,15 @@ struct FaultInjection {
 int64_t resolve_global_layers(const JobConfig& job);
 // The clients sampled for `round` (at least one), drawn from (seed, round).
 std::vector<bool> sample_participants(const JobConfig& job, int round);
+
+// mask_refresh = N re-selects masks at the start of rounds N, 2N, ... (never round 0).
+bool mask_refresh_due(const FederationConfig& federation, int round);
+// Rank 0, at the start of every round: when a refresh is due, re-selects the mask of every
+// participating client whose relation it has, from |M_k| or the Taylor score (method/mask_refresh.h),
+// records the changed ones in server.new_masks (sent with the download) and the share of entries
+// replaced in server.mask_changed. Does nothing else on other rounds.
+void refresh_masks(FederatedServer& server, const FederationConfig& federation, int round,
+                   const std::vector<bool>& participating);
 
 void exchange_masks(const Communicator& comm, const std::vector<std::unique_ptr<ClientRuntime>>& clients,
                     FederatedServer& server, size_t num_clients, const FaultInjection& fault);

@@ -11,6 +11,8 @@
 
 #include <torch/types.h>
 
+#include "h2tune/method/mask_refresh.h"
+
 namespace h2tune {
 
 struct SharedMiddleOptions {
@@ -23,6 +25,7 @@ struct SharedMiddleOptions {
     std::string align = "relation";  // relation | depth | end
     double tau = 1.0, sigma = 0.5;
     uint64_t mask_key = 0;      // seeds the round-0 mask scores of this client
+    bool track_taylor = false;  // keep Taylor statistics (mask_refresh with mask_score = taylor)
 };
 
 class SharedMiddle {
@@ -52,8 +55,16 @@ public:
     // Proximal term: mean over (l, m) of KL(softmax(vec T_dl) || softmax(vec T)).
     torch::Tensor proximal_kl(const torch::Tensor& values) const;
 
-    // Re-selects masks from |M_k| (the current personalised matrices) at a round boundary.
-    void refresh_masks(const torch::Tensor& scores_per_module);  // [M, R*R]
+    // Replaces the masks at a round boundary (rank 0 re-selected them, mask_refresh): [M, r^2],
+    // strictly ascending rows in [0, R*R). T's positions now read other entries; D restarts at
+    // zero with the next begin_round and the Taylor statistics restart here.
+    void set_masks(const torch::Tensor& masks);
+
+    // First-order Taylor statistics of the entries in the mask (mask_score = taylor): call after a
+    // backward pass through middle_values() `values`; dL/dT is the gradient of D.
+    void accumulate_taylor(const torch::Tensor& values);
+    const TaylorScore& taylor() const { return taylor_; }
+    TaylorScore& taylor() { return taylor_; }
 
     // State for checkpoints.
     void load_state(const torch::Tensor& z, const torch::Tensor& masks);
@@ -65,6 +76,7 @@ private:
     torch::Tensor fixed_;   // [L_g, L_k] relation for align = end (Z unused)
     torch::Tensor d_;       // [L_k, M, r^2], trainable
     torch::Tensor slices_;  // [L_g, M, r^2], received, fixed
+    TaylorScore taylor_;
 };
 
 }  // namespace h2tune
