@@ -146,27 +146,29 @@ int64_t ClientRuntime::trainable_parameters() const {
     return n;
 }
 
-ClientRoundMetrics ClientRuntime::train_round(int round) {
-    ClientRoundMetrics m;
+bool ClientRuntime::train_round(int round, const volatile std::sig_atomic_t* stop) {
     auto t0 = std::chrono::steady_clock::now();
     adapted_.model->train();
     const bool alternate = shared_ && round > 0 && federation_.alternate != "none";
-    double loss_sum = 0;
-    if (!alternate) {
-        for (int64_t s = 0; s < steps_per_round_; ++s) {
+    const auto stopping = [stop] { return stop && *stop != 0; };
+    RoundProgress& p = progress_;
+    if (!alternate || federation_.alternate == "step") {
+        while (p.steps_done < steps_per_round_) {
             Batch batch = loader_->next();
-            loss_sum += trainer_->joint_step(batch);
-            m.tokens += static_cast<double>(batch.tokens);
+            if (!alternate) {
+                p.loss_sum += trainer_->joint_step(batch);
+            } else {
+                torch::Tensor teacher;
+                trainer_->shared_step(batch, &teacher);
+                p.loss_sum += trainer_->specific_step(batch, teacher);
+            }
+            p.tokens += static_cast<double>(batch.tokens);
+            ++p.steps_done;
+            if (step_hook_) step_hook_(round, p.steps_done);
+            if (p.steps_done < steps_per_round_ && stopping()) break;
         }
-    } else if (federation_.alternate == "step") {
-        for (int64_t s = 0; s < steps_per_round_; ++s) {
-            Batch batch = loader_->next();
-            torch::Tensor teacher;
-            trainer_->shared_step(batch, &teacher);
-            loss_sum += trainer_->specific_step(batch, teacher);
-            m.tokens += static_cast<double>(batch.tokens);
-        }
-    } else {  // epoch: all shared steps, then the specific steps over the same batches
+    } else if (p.steps_done < steps_per_round_) {
+        // epoch: all shared steps, then the specific steps over the same batches.
         const DataLoader::Position start = loader_->position();
         std::vector<torch::Tensor> teachers;
         for (int64_t s = 0; s < steps_per_round_; ++s) {
@@ -178,15 +180,88 @@ ClientRoundMetrics ClientRuntime::train_round(int round) {
         loader_->set_position(start);
         for (int64_t s = 0; s < steps_per_round_; ++s) {
             Batch batch = loader_->next();
-            loss_sum += trainer_->specific_step(batch, teachers[static_cast<size_t>(s)]);
-            m.tokens += static_cast<double>(batch.tokens);
+            p.loss_sum += trainer_->specific_step(batch, teachers[static_cast<size_t>(s)]);
+            p.tokens += static_cast<double>(batch.tokens);
         }
+        p.steps_done = steps_per_round_;
     }
     trainer_->fix_middles();
-    m.steps = static_cast<double>(steps_per_round_);
-    m.train_loss = steps_per_round_ ? loss_sum / static_cast<double>(steps_per_round_) : 0.0;
-    m.train_seconds = seconds_since(t0);
+    p.train_seconds += seconds_since(t0);
+    return round_trained();
+}
+
+ClientRoundMetrics ClientRuntime::round_metrics() const {
+    ClientRoundMetrics m;
+    m.steps = static_cast<double>(progress_.steps_done);
+    m.train_loss = progress_.steps_done ? progress_.loss_sum / static_cast<double>(progress_.steps_done) : 0.0;
+    m.tokens = progress_.tokens;
+    m.train_seconds = progress_.train_seconds;
     return m;
+}
+
+namespace {
+torch::Tensor scalar_i64(int64_t v) { return torch::tensor(std::vector<int64_t>{v}, torch::kInt64); }
+torch::Tensor scalar_f64(double v) { return torch::tensor(std::vector<double>{v}, torch::kFloat64); }
+
+const torch::Tensor& require(const std::map<std::string, torch::Tensor>& state, const std::string& key) {
+    auto it = state.find(key);
+    if (it == state.end()) throw ModelError("client state: missing '" + key + "'");
+    return it->second;
+}
+}  // namespace
+
+std::map<std::string, torch::Tensor> ClientRuntime::state() const {
+    torch::NoGradGuard no_grad;
+    std::map<std::string, torch::Tensor> out;
+    const auto params = adapted_.adapter_parameters();
+    for (size_t i = 0; i < params.size(); ++i) out["adapter/" + std::to_string(i)] = params[i].detach().clone();
+    if (shared_) {
+        out["shared/z"] = shared_->relation_logits().detach().clone();
+        out["shared/masks"] = shared_->masks().clone();
+        out["shared/residual"] = shared_->residual().detach().clone();
+        out["shared/slices"] = shared_->received_slices().clone();
+        out["shared/taylor_scores"] = shared_->taylor().scores().clone();
+        out["shared/taylor_grad_scale"] = shared_->taylor().grad_scale().clone();
+        out["shared/taylor_steps"] = scalar_i64(shared_->taylor().steps());
+    }
+    for (auto& [key, value] : trainer_->state()) out["optim/" + key] = value;
+    const DataLoader::Position pos = loader_->position();
+    out["loader/epoch"] = scalar_i64(pos.epoch);
+    out["loader/offset"] = scalar_i64(pos.offset);
+    out["progress/steps_done"] = scalar_i64(progress_.steps_done);
+    out["progress/loss_sum"] = scalar_f64(progress_.loss_sum);
+    out["progress/tokens"] = scalar_f64(progress_.tokens);
+    out["progress/train_seconds"] = scalar_f64(progress_.train_seconds);
+    out["progress/bytes_down"] = scalar_f64(progress_.bytes_down);
+    return out;
+}
+
+void ClientRuntime::load_state(const std::map<std::string, torch::Tensor>& state) {
+    torch::NoGradGuard no_grad;
+    auto params = adapted_.adapter_parameters();
+    for (size_t i = 0; i < params.size(); ++i) {
+        const torch::Tensor& v = require(state, "adapter/" + std::to_string(i));
+        if (!v.sizes().equals(params[i].sizes()))
+            throw ModelError("client state: adapter tensor " + std::to_string(i) + " has the wrong shape");
+        params[i].copy_(v);
+    }
+    if (shared_) {
+        shared_->load_state(require(state, "shared/z"), require(state, "shared/masks"), require(state, "shared/residual"),
+                            require(state, "shared/slices"));
+        shared_->taylor().load(require(state, "shared/taylor_scores"), require(state, "shared/taylor_grad_scale"),
+                               require(state, "shared/taylor_steps").item<int64_t>());
+    }
+    std::map<std::string, torch::Tensor> optim;
+    for (const auto& [key, value] : state)
+        if (key.compare(0, 6, "optim/") == 0) optim[key.substr(6)] = value;
+    trainer_->load_state(optim);
+    loader_->set_position({require(state, "loader/epoch").item<int64_t>(), require(state, "loader/offset").item<int64_t>()});
+    progress_.steps_done = require(state, "progress/steps_done").item<int64_t>();
+    progress_.loss_sum = require(state, "progress/loss_sum").item<double>();
+    progress_.tokens = require(state, "progress/tokens").item<double>();
+    progress_.train_seconds = require(state, "progress/train_seconds").item<double>();
+    progress_.bytes_down = require(state, "progress/bytes_down").item<double>();
+    trainer_->fix_middles();
 }
 
 void ClientRuntime::evaluate(ClientRoundMetrics& m) {

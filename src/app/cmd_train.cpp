@@ -8,13 +8,16 @@
 #include <map>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <thread>
 
 #include "h2tune/app/build_info.h"
 #include "h2tune/app/cli.h"
+#include "h2tune/app/checkpoint.h"
 #include "h2tune/app/client_runtime.h"
+#include "h2tune/app/stop_signal.h"
 #include "h2tune/app/federation_protocol.h"
 #include "h2tune/app/command_options.h"
 #include "h2tune/comm/communicator.h"
@@ -30,6 +33,7 @@ namespace h2tune {
 
 namespace {
 
+constexpr const char* kJobCopy = "job.ini";  // the resolved job, written beside metrics.h5
 const std::vector<std::string> kRoundMetrics = {"aggregate_seconds", "round_seconds"};
 const std::vector<std::string> kClientInfo = {"majority_rate", "rank",           "layers",
                                               "adapter_parameters", "train_examples", "test_examples",
@@ -82,8 +86,9 @@ int cmd_train(const Args& args) {
     po::options_description desc("train options");
     std::vector<std::string> sets;
     desc.add_options()
-        ("config,c", po::value<std::string>()->required(), "job file (INI), e.g. jobs/default.ini")
+        ("config,c", po::value<std::string>(), "job file (INI), e.g. jobs/default.ini (with --resume: defaults to DIR/job.ini)")
         ("output,o", po::value<std::string>(), "output directory (overrides run.output)")
+        ("resume", po::value<std::string>(), "continue the run in DIR from its newest committed checkpoint")
         ("rounds", po::value<std::string>(), "number of rounds (overrides run.rounds)")
         ("method", po::value<std::string>(), "method (overrides run.method)")
         ("seed", po::value<std::string>(), "random seed (overrides run.seed)")
@@ -91,17 +96,34 @@ int cmd_train(const Args& args) {
         ("set", po::value<std::vector<std::string>>(&sets)->composing(), "override any key: --set client.0.lr=1e-3")
         ("force", po::bool_switch(), "overwrite an existing metrics.h5 in the output directory");
     po::variables_map vm;
-    if (!parse_command_options("train", "--config FILE [options]", desc, args, vm)) return kExitOk;
+    if (!parse_command_options("train", "--config FILE [options] | --resume DIR [options]", desc, args, vm))
+        return kExitOk;
 
+    const bool resume = vm.count("resume") > 0;
+    if (!resume && !vm.count("config"))
+        throw ConfigError("command line: train needs --config FILE (or --resume DIR to continue a run)");
+    if (resume && vm.count("output") && fs::path(vm["output"].as<std::string>()) != fs::path(vm["resume"].as<std::string>()))
+        throw ConfigError("command line: --output and --resume name different directories; a resumed run continues "
+                          "in its own directory");
     ConfigOverrides overrides;
     for (const char* key : {"output", "rounds", "method", "seed", "threads"})
         if (vm.count(key)) overrides.emplace_back(std::string("run.") + key, vm[key].as<std::string>());
+    if (resume) overrides.emplace_back("run.output", vm["resume"].as<std::string>());
     for (const auto& s : sets) {
         auto eq = s.find('=');
         if (eq == std::string::npos || eq == 0) throw ConfigError("command line: --set expects key=value, got '" + s + "'");
         overrides.emplace_back(s.substr(0, eq), s.substr(eq + 1));
     }
-    JobConfig job = load_job_config(vm["config"].as<std::string>(), overrides);
+    std::string config_path;
+    if (vm.count("config")) {
+        config_path = vm["config"].as<std::string>();
+    } else {
+        config_path = (fs::path(vm["resume"].as<std::string>()) / kJobCopy).string();
+        if (!fs::exists(config_path))
+            throw ConfigError(config_path + ": not found; is '" + vm["resume"].as<std::string>() +
+                              "' the --output of an h2tune train run? (or give --config)");
+    }
+    JobConfig job = load_job_config(config_path, overrides);
     const bool federated = job.run.method == "h2tune" || job.run.method == "h2tune-dense";
     if (!federated && job.run.method != "local")
         throw ConfigError("command line: run.method = '" + job.run.method +
@@ -109,18 +131,52 @@ int cmd_train(const Args& args) {
     if (job.federation.mask_refresh > 0 && job.run.method == "h2tune-dense")
         throw ConfigError(job.source + ": option 'federation.mask_refresh': method h2tune-dense uses the whole bank, "
                           "there is no mask to re-select; use 0");
+    const std::string config_text = job_config_to_ini(job);
 
     MpiSession mpi(nullptr, nullptr);
     Communicator comm;
+    install_stop_handlers();
     torch::set_num_threads(threads_per_rank(job, comm));
     const size_t K = job.clients.size();
     const bool root = comm.rank() == 0;
+    const fs::path out_dir = job.run.output;
+    const fs::path metrics_path = out_dir / "metrics.h5";
+    const std::string checkpoint_root = (out_dir / "checkpoints").string();
+
+    // Resume: the newest committed checkpoint that verifies, and a config it is compatible with.
+    CheckpointInfo from;
+    if (resume) {
+        from = choose_checkpoint(comm, checkpoint_root);
+        if (root) {
+            std::map<std::string, std::string> attrs;
+            read_tensor_file((fs::path(from.dir) / kServerFile).string(), &attrs);
+            const auto differing = incompatible_keys(attrs["config"], config_text);
+            if (!differing.empty()) {
+                std::string list;
+                for (const auto& d : differing) list += "\n  " + d;
+                throw ConfigError(config_path + ": incompatible with the checkpoint in " + from.dir +
+                                  "; these keys differ:" + list);
+            }
+        }
+        comm.barrier();
+    }
 
     std::unique_ptr<MetricsFile> metrics;
-    const fs::path out_dir = job.run.output;
-    if (root) {
+    if (root && resume) {
+        // Rounds after the checkpoint are recomputed; the file as it was is kept beside it.
+        std::error_code ec;
+        if (fs::exists(metrics_path)) fs::rename(metrics_path, out_dir / "metrics.h5.before-resume", ec);
+        copy_file_atomically((fs::path(from.dir) / kMetricsCopy).string(), metrics_path.string());
+        metrics = std::make_unique<MetricsFile>(metrics_path.string());
+        metrics->set_attribute("rounds_planned", static_cast<int64_t>(job.run.rounds));
+        metrics->set_attribute("resumed_from", from.dir);
+        std::printf("h2tune train: resuming %s from %s (round %lld%s), %zu clients on %d ranks\n",
+                    out_dir.string().c_str(), from.dir.c_str(), static_cast<long long>(from.next_round + 1),
+                    from.in_progress ? ", in progress" : "", K, comm.size());
+        std::fflush(stdout);
+    } else if (root) {
         fs::create_directories(out_dir);
-        metrics = std::make_unique<MetricsFile>((out_dir / "metrics.h5").string(), static_cast<int64_t>(K),
+        metrics = std::make_unique<MetricsFile>(metrics_path.string(), static_cast<int64_t>(K),
                                                 client_metric_names(), kRoundMetrics, vm["force"].as<bool>());
         metrics->set_attribute("h2tune_version", h2tune_version());
         metrics->set_attribute("git_sha", git_sha());
@@ -131,9 +187,17 @@ int cmd_train(const Args& args) {
         metrics->set_attribute("job_file", job.source);
         metrics->set_attribute("rounds_planned", static_cast<int64_t>(job.run.rounds));
         metrics->set_attribute("num_ranks", static_cast<int64_t>(comm.size()));
-        metrics->write_config(job_config_to_ini(job));
+        metrics->write_config(config_text);
+        // The resolved job beside the outputs: `--resume DIR` needs nothing else.
+        const std::string job_copy = (out_dir / kJobCopy).string();
+        {
+            std::ofstream out(job_copy + ".tmp", std::ios::trunc);
+            out << config_text;
+            if (!out.flush()) throw IoError(job_copy + ".tmp: cannot write");
+        }
+        publish_file(job_copy + ".tmp", job_copy);
         std::printf("h2tune train: %zu clients on %d ranks, method %s, %d rounds -> %s\n", K, comm.size(),
-                    job.run.method.c_str(), job.run.rounds, (out_dir / "metrics.h5").string().c_str());
+                    job.run.method.c_str(), job.run.rounds, metrics_path.string().c_str());
         std::fflush(stdout);
     }
 
@@ -141,16 +205,22 @@ int cmd_train(const Args& args) {
     std::vector<std::unique_ptr<ClientRuntime>> clients;
     std::vector<double> info;
     const int64_t global_layers = federated ? resolve_global_layers(job) : 0;
+    const RaiseSignalHook raise_hook = RaiseSignalHook::from_environment();
     for (size_t k = static_cast<size_t>(comm.rank()); k < K; k += static_cast<size_t>(comm.size())) {
         clients.push_back(std::make_unique<ClientRuntime>(job, static_cast<int>(k), global_layers));
-        const auto& c = *clients.back();
+        auto& c = *clients.back();
+        if (raise_hook.active() && raise_hook.client == static_cast<int>(k))
+            c.set_step_hook([raise_hook](int round, int64_t step) {
+                if (round == raise_hook.round && step == raise_hook.step) std::raise(raise_hook.signal);
+            });
+        if (resume) c.load_state(read_tensor_file((fs::path(from.dir) / client_file_name(static_cast<int>(k))).string()));
         info.insert(info.end(), {static_cast<double>(k), c.majority_rate(), static_cast<double>(c.rank()),
                                  static_cast<double>(c.num_layers()), static_cast<double>(c.trainable_parameters()),
                                  static_cast<double>(c.train_size()), static_cast<double>(c.test_size()),
                                  static_cast<double>(c.steps_per_round()), static_cast<double>(comm.rank())});
     }
     auto info_table = gather_records(comm, info, kClientInfo.size(), K);
-    if (root) {
+    if (root && !resume) {
         std::vector<std::string> names;
         for (const auto& c : job.clients) names.push_back(c.model + "/" + (c.task.empty() ? c.train_file : c.task));
         metrics->write_client_names(names);
@@ -159,33 +229,76 @@ int cmd_train(const Args& args) {
             for (size_t k = 0; k < K; ++k) col[k] = info_table[k].at(f);
             metrics->write_client_values(kClientInfo[f], col);
         }
-        metrics->close();  // readable while round 0 runs
     }
+    if (root) metrics->close();  // readable while round 0 runs
 
     FederatedServer server;
     if (root && federated) {
         const int64_t M = static_cast<int64_t>(job.federation.modules.size()), R = job.federation.max_rank;
-        metrics->set_attribute("global_layers", global_layers);
-        metrics->set_attribute("max_rank", static_cast<int64_t>(R));
-        // What the reference implementation sends per client per round in each direction.
-        metrics->set_attribute("dense_bank_bytes", global_layers * M * R * R * static_cast<int64_t>(sizeof(float)));
-        server.shape = BankShape{global_layers, static_cast<int64_t>(job.federation.modules.size()),
-                                 job.federation.max_rank};
+        if (!resume) {
+            metrics->set_attribute("global_layers", global_layers);
+            metrics->set_attribute("max_rank", static_cast<int64_t>(R));
+            // What the reference implementation sends per client per round in each direction.
+            metrics->set_attribute("dense_bank_bytes", global_layers * M * R * R * static_cast<int64_t>(sizeof(float)));
+            metrics->close();
+        }
+        server.shape = BankShape{global_layers, M, R};
         server.bank = bank_zeros(server.shape);
         server.masks.resize(K);
-        // Round 0 needs the masks before any upload: clients announce them once at start.
     }
     const FaultInjection fault = FaultInjection::from_environment();
+    // Round 0 needs the masks before any upload: clients announce them once at start.
     if (federated) exchange_masks(comm, clients, server, K, fault);
+    if (root && federated && resume)
+        load_server_state(server, read_tensor_file((fs::path(from.dir) / kServerFile).string()), K);
 
+    CheckpointRequest ckpt;
+    ckpt.root = checkpoint_root;
+    ckpt.metrics_path = metrics_path.string();
+    ckpt.config_text = config_text;
+    ckpt.keep = job.federation.keep_checkpoints;
+    const auto checkpoint = [&](int64_t next_round, bool in_progress) {
+        const auto t0 = std::chrono::steady_clock::now();
+        ckpt.next_round = next_round;
+        ckpt.in_progress = in_progress;
+        const std::string dir = write_checkpoint(comm, ckpt, clients, root && federated ? &server : nullptr);
+        return std::make_pair(dir, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    };
+
+    const int start_round = resume ? static_cast<int>(from.next_round) : 0;
     const auto run_start = std::chrono::steady_clock::now();
-    for (int round = 0; round < job.run.rounds; ++round) {
+    for (int round = start_round; round < job.run.rounds; ++round) {
         const auto round_start = std::chrono::steady_clock::now();
+        const bool continuing = resume && from.in_progress && round == start_round;
         const std::vector<bool> participating = sample_participants(job, round);
-        std::map<int, double> bytes_down;
-        if (federated) {
-            if (root) refresh_masks(server, job.federation, round, participating);
-            bytes_down = send_downloads(comm, clients, server, participating, K);
+        if (!continuing) {
+            for (auto& client : clients) client->begin_round();
+            if (federated) {
+                if (root) refresh_masks(server, job.federation, round, participating);
+                const auto bytes_down = send_downloads(comm, clients, server, participating, K);
+                for (auto& client : clients) {
+                    auto it = bytes_down.find(client->config().index);
+                    if (it != bytes_down.end()) client->set_bytes_down(it->second);
+                }
+            }
+        }
+
+        // Train; a stop signal ends a client's round after the step in flight.
+        bool interrupted = false;
+        for (auto& client : clients)
+            if (participating[static_cast<size_t>(client->config().index)] &&
+                !client->train_round(round, stop_flag()))
+                interrupted = true;
+        // Every rank learns whether any rank stopped: 2 = a round was cut short, 1 = a signal came.
+        const double status = comm.allreduce_max(interrupted ? 2.0 : stop_requested() ? 1.0 : 0.0);
+        if (status >= 2.0) {
+            const auto [dir, seconds] = checkpoint(round, true);
+            if (root) {
+                std::printf("h2tune train: stopped by a signal inside round %d; checkpoint %s (%.1fs); resume with "
+                            "--resume %s\n", round + 1, dir.c_str(), seconds, out_dir.string().c_str());
+                std::fflush(stdout);
+            }
+            return kExitPreempted;
         }
 
         ByteWriter upload;
@@ -194,12 +307,12 @@ int cmd_train(const Args& args) {
             ClientRoundMetrics m;
             const bool takes_part = participating[static_cast<size_t>(k)];
             if (takes_part) {
-                m = client->train_round(round);
+                m = client->round_metrics();
                 client->evaluate(m);
             } else {
                 m.test_accuracy = m.test_accuracy_generate = std::numeric_limits<double>::quiet_NaN();
             }
-            pack_upload(upload, *client, m, takes_part, federated, fault, round, bytes_down[k]);
+            pack_upload(upload, *client, m, takes_part, federated, fault, round, client->progress().bytes_down);
         }
         const auto parts = comm.gather(upload.buffer(), 0);
         if (root) {
@@ -221,18 +334,36 @@ int cmd_train(const Args& args) {
             }
             mean = counted ? mean / counted : 0.0;
             const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
-            const double eta = elapsed / (round + 1) * (job.run.rounds - round - 1);
+            const double eta = elapsed / (round + 1 - start_round) * (job.run.rounds - round - 1);
             std::printf("round %d/%d  acc mean %.3f min %.3f  bytes up %s down %s  %.1fs  ETA %s\n", round + 1,
                         job.run.rounds, mean, mn, format_bytes(up).c_str(), format_bytes(down).c_str(), round_seconds,
                         format_duration(eta).c_str());
             for (const auto& why : table.exclusions) std::printf("  excluded %s\n", why.c_str());
             std::fflush(stdout);
         }
+        const bool last = round + 1 == job.run.rounds;
+        const bool signalled = status >= 1.0 || comm.allreduce_max(stop_requested() ? 1.0 : 0.0) >= 1.0;
+        const int every = job.federation.checkpoint_every;
+        if (last || signalled || (every > 0 && (round + 1) % every == 0)) {
+            const auto [dir, seconds] = checkpoint(round + 1, false);
+            if (root) {
+                metrics->file().set_attribute("/", "checkpoint_seconds_last", seconds);
+                metrics->close();
+            }
+            if (signalled && !last) {
+                if (root) {
+                    std::printf("h2tune train: stopped by a signal after round %d; checkpoint %s; resume with "
+                                "--resume %s\n", round + 1, dir.c_str(), out_dir.string().c_str());
+                    std::fflush(stdout);
+                }
+                return kExitPreempted;
+            }
+        }
     }
     if (root) {
         std::printf("h2tune train: done in %s; metrics in %s\n",
                     format_duration(std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count()).c_str(),
-                    (out_dir / "metrics.h5").string().c_str());
+                    metrics_path.string().c_str());
     }
     for (auto& client : clients) {
         fs::path adapter_dir = out_dir / "adapters";

@@ -2,6 +2,7 @@
 
 #include <mpi.h>
 
+#include <exception>
 #include <limits>
 
 #include "h2tune/core/error.h"
@@ -37,6 +38,9 @@ MpiSession::MpiSession(int* argc, char*** argv) {
 }
 
 MpiSession::~MpiSession() {
+    // Unwinding an error: MPI_Finalize would wait for ranks that may never get there. Leave MPI
+    // up so that main can report the error and MPI_Abort the whole job.
+    if (std::uncaught_exceptions() > 0) return;
     if (active()) MPI_Finalize();
 }
 

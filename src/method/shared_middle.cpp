@@ -84,12 +84,19 @@ void SharedMiddle::accumulate_taylor(const torch::Tensor& values) {
     taylor_.accumulate(values, d_.grad());
 }
 
-void SharedMiddle::load_state(const torch::Tensor& z, const torch::Tensor& masks) {
+void SharedMiddle::load_state(const torch::Tensor& z, const torch::Tensor& masks, const torch::Tensor& residual,
+                              const torch::Tensor& slices) {
     torch::NoGradGuard no_grad;
-    if (!z.sizes().equals(z_.sizes()) || !masks.sizes().equals(masks_.sizes()))
+    if (!z.sizes().equals(z_.sizes()) || !masks.sizes().equals(masks_.sizes()) ||
+        !residual.sizes().equals(d_.sizes()) || !slices.sizes().equals(slices_.sizes()))
         throw ModelError("shared middle state has the wrong shape");
+    const torch::Tensor m = masks.to(torch::kInt64).contiguous().clone();
+    const std::string why = validate_mask_indices(m, options_.max_rank);
+    if (!why.empty()) throw ModelError("shared middle state: " + why);
     z_.copy_(z);
-    masks_ = masks.to(torch::kInt64).clone();
+    d_.copy_(residual);
+    masks_ = m;
+    slices_ = slices.to(torch::kFloat32).contiguous().clone();
 }
 
 }  // namespace h2tune

@@ -46,6 +46,32 @@ void AlternatingTrainer::fix_middles() {
     if (shared_) set_middles(shared_->middle_values().detach());
 }
 
+namespace {
+const char* const kTrainerNames[] = {"specific/", "residual/", "relation/"};
+}
+
+std::map<std::string, torch::Tensor> AlternatingTrainer::state() const {
+    std::map<std::string, torch::Tensor> out;
+    const AdapterTrainer* trainers[] = {specific_.get(), residual_.get(), relation_.get()};
+    for (size_t t = 0; t < 3; ++t) {
+        if (!trainers[t]) continue;
+        for (auto& [key, value] : trainers[t]->state()) out[kTrainerNames[t] + key] = value;
+    }
+    return out;
+}
+
+void AlternatingTrainer::load_state(const std::map<std::string, torch::Tensor>& state) {
+    AdapterTrainer* trainers[] = {specific_.get(), residual_.get(), relation_.get()};
+    for (size_t t = 0; t < 3; ++t) {
+        if (!trainers[t]) continue;
+        const std::string prefix = kTrainerNames[t];
+        std::map<std::string, torch::Tensor> part;
+        for (auto it = state.lower_bound(prefix); it != state.end() && it->first.compare(0, prefix.size(), prefix) == 0; ++it)
+            part[it->first.substr(prefix.size())] = it->second;
+        trainers[t]->load_state(part);
+    }
+}
+
 double AlternatingTrainer::joint_step(const Batch& batch) {
     torch::Tensor values;
     if (shared_) {

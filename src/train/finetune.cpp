@@ -37,6 +37,49 @@ AdapterTrainer::~AdapterTrainer() = default;
 
 torch::optim::Optimizer& AdapterTrainer::optimizer() { return *optimizer_; }
 
+namespace {
+// LibTorch keys optimiser state by the parameter's TensorImpl address.
+std::string state_key(const torch::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
+}  // namespace
+
+std::map<std::string, torch::Tensor> AdapterTrainer::state() const {
+    std::map<std::string, torch::Tensor> out;
+    out["step"] = torch::tensor(std::vector<int64_t>{step_}, torch::kInt64);
+    auto& states = optimizer_->state();
+    for (size_t i = 0; i < parameters_.size(); ++i) {
+        auto it = states.find(state_key(parameters_[i]));
+        if (it == states.end()) continue;
+        const auto& s = static_cast<const torch::optim::AdamWParamState&>(*it->second);
+        const std::string n = std::to_string(i);
+        out["exp_avg/" + n] = s.exp_avg().detach().clone();
+        out["exp_avg_sq/" + n] = s.exp_avg_sq().detach().clone();
+        out["adam_step/" + n] = torch::tensor(std::vector<int64_t>{s.step()}, torch::kInt64);
+    }
+    return out;
+}
+
+void AdapterTrainer::load_state(const std::map<std::string, torch::Tensor>& state) {
+    auto step = state.find("step");
+    if (step == state.end() || step->second.numel() != 1) throw ModelError("optimiser state: missing 'step'");
+    auto& states = optimizer_->state();
+    for (size_t i = 0; i < parameters_.size(); ++i) {
+        const std::string n = std::to_string(i);
+        auto m = state.find("exp_avg/" + n), v = state.find("exp_avg_sq/" + n), t = state.find("adam_step/" + n);
+        states.erase(state_key(parameters_[i]));
+        if (m == state.end() && v == state.end() && t == state.end()) continue;
+        if (m == state.end() || v == state.end() || t == state.end())
+            throw ModelError("optimiser state of parameter " + n + " is incomplete");
+        if (!m->second.sizes().equals(parameters_[i].sizes()) || !v->second.sizes().equals(parameters_[i].sizes()))
+            throw ModelError("optimiser state of parameter " + n + " has the wrong shape");
+        auto s = std::make_unique<torch::optim::AdamWParamState>();
+        s->step(t->second.to(torch::kInt64).item<int64_t>());
+        s->exp_avg(m->second.to(parameters_[i].dtype()).clone());
+        s->exp_avg_sq(v->second.to(parameters_[i].dtype()).clone());
+        states[state_key(parameters_[i])] = std::move(s);
+    }
+    step_ = step->second.to(torch::kInt64).item<int64_t>();
+}
+
 double AdapterTrainer::step(const torch::Tensor& loss) {
     zero_grad();
     loss.backward();

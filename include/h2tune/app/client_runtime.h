@@ -2,6 +2,9 @@
 // label set, optimiser and data cursor. Built from a ClientConfig; knows nothing of MPI or HDF5.
 #pragma once
 
+#include <csignal>
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,6 +36,16 @@ struct ClientRoundMetrics {
     double steps = 0;
 };
 
+// Where a client is inside the current round: checkpoints taken on a signal store it, so that a
+// resumed run continues at the next step with the same loss sums and byte counts.
+struct RoundProgress {
+    int64_t steps_done = 0;
+    double loss_sum = 0;
+    double tokens = 0;
+    double train_seconds = 0;
+    double bytes_down = 0;
+};
+
 // What a client uploads after an H2Tune round (packed by the caller).
 struct ClientUploadValues {
     torch::Tensor masks;     // [M, r^2] int64
@@ -57,8 +70,20 @@ public:
     void receive_masks(const torch::Tensor& masks);
     const SharedMiddle* shared() const { return shared_.get(); }
 
-    // One round of local training (local_steps, or local_epochs over the training split).
-    ClientRoundMetrics train_round(int round);
+    // Starts a round: no steps done yet.
+    void begin_round() { progress_ = RoundProgress{}; }
+    void set_bytes_down(double bytes) { progress_.bytes_down = bytes; }
+    const RoundProgress& progress() const { return progress_; }
+    // Trains the rest of the round (local_steps, or local_epochs over the training split) from
+    // progress(). When `*stop` becomes non-zero it returns false after the step in flight, with
+    // progress() telling where it stopped (alternate = epoch only stops at the round's end: its
+    // teachers are not worth a checkpoint). True when the round's training is complete.
+    bool train_round(int round, const volatile std::sig_atomic_t* stop = nullptr);
+    bool round_trained() const { return progress_.steps_done >= steps_per_round_; }
+    // Called after every optimiser step with (round, steps done in the round); tests use it.
+    void set_step_hook(std::function<void(int, int64_t)> hook) { step_hook_ = std::move(hook); }
+    // The round's training metrics so far (loss, tokens, seconds).
+    ClientRoundMetrics round_metrics() const;
     // Evaluates on the client's test split and fills the accuracy fields of `m`.
     void evaluate(ClientRoundMetrics& m);
 
@@ -74,6 +99,14 @@ public:
     AdaptedModel& adapted() { return adapted_; }
     const std::string& model_dir() const { return paths_.model_dir; }
 
+    // Everything that changes while training, as named tensors: adapter factors, shared middle
+    // state (relation logits, masks, residual, received slices, Taylor statistics), optimiser
+    // moments, data cursor and round progress. No draw uses a generator's running state: every
+    // random stream is a function of (seed, round or epoch, client) plus the data cursor, so this
+    // is all a restored client needs to continue bit-identically (same threads).
+    std::map<std::string, torch::Tensor> state() const;
+    void load_state(const std::map<std::string, torch::Tensor>& state);
+
 private:
     ClientConfig config_;
     FederationConfig federation_;
@@ -88,6 +121,8 @@ private:
     std::unique_ptr<AlternatingTrainer> trainer_;
     double majority_rate_ = 0;
     int64_t steps_per_round_ = 0;
+    RoundProgress progress_;
+    std::function<void(int, int64_t)> step_hook_;
 };
 
 }  // namespace h2tune

@@ -26,6 +26,7 @@ public:
         put<uint64_t>(count);
         append(data, count * sizeof(T));
     }
+    void put_string(const std::string& s) { put_array(s.data(), s.size()); }
     void append(const void* data, size_t bytes) {
         const auto* p = static_cast<const uint8_t*>(data);
         buffer_.insert(buffer_.end(), p, p + bytes);
@@ -56,6 +57,10 @@ public:
         std::vector<T> out(static_cast<size_t>(n));
         copy(out.data(), out.size() * sizeof(T));
         return out;
+    }
+    std::string get_string() {
+        const std::vector<char> v = get_array<char>();
+        return std::string(v.begin(), v.end());
     }
     size_t position() const { return pos_; }
     bool done() const { return pos_ == size_; }

@@ -41,6 +41,7 @@ public:
     torch::Tensor relation() const;  // Pi_k [L_g, L_k] (differentiable in Z)
     const torch::Tensor& relation_logits() const { return z_; }
     const torch::Tensor& residual() const { return d_; }
+    const torch::Tensor& received_slices() const { return slices_; }
 
     // Starts a round: stores the received slices G[:, m, Omega_m] ([L_g, M, r^2]) and zeroes D.
     void begin_round(const torch::Tensor& slices);
@@ -66,8 +67,9 @@ public:
     const TaylorScore& taylor() const { return taylor_; }
     TaylorScore& taylor() { return taylor_; }
 
-    // State for checkpoints.
-    void load_state(const torch::Tensor& z, const torch::Tensor& masks);
+    // State for checkpoints: relation logits, masks, residual and the round's received slices.
+    void load_state(const torch::Tensor& z, const torch::Tensor& masks, const torch::Tensor& residual,
+                    const torch::Tensor& slices);
 
 private:
     SharedMiddleOptions options_;

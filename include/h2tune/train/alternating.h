@@ -7,7 +7,9 @@
 // Without a SharedMiddle (plain LoRA methods) only joint steps on {A, B} exist.
 #pragma once
 
+#include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include <torch/types.h>
@@ -47,6 +49,9 @@ public:
     void fix_middles();  // T at its current value, without gradient (evaluation, after a round)
 
     AdapterTrainer& specific_trainer() { return *specific_; }
+    // The optimisers' states under "specific/", "residual/" and "relation/" prefixes (checkpoints).
+    std::map<std::string, torch::Tensor> state() const;
+    void load_state(const std::map<std::string, torch::Tensor>& state);
 
 private:
     AdaptedModel& adapted_;

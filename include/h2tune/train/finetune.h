@@ -3,7 +3,9 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include <torch/types.h>
@@ -57,6 +59,12 @@ public:
     double apply();
     int64_t global_step() const { return step_; }
     void set_global_step(int64_t s) { step_ = s; }
+    // Everything needed to continue bit-identically: the global step and AdamW's moments and step
+    // count per parameter ("step", "exp_avg/<i>", "exp_avg_sq/<i>", "adam_step/<i>"; parameters
+    // that have not been stepped yet have no entries). Copies, so later steps do not change them.
+    std::map<std::string, torch::Tensor> state() const;
+    // Restores state(); throws ModelError when shapes do not match the parameters.
+    void load_state(const std::map<std::string, torch::Tensor>& state);
     torch::optim::Optimizer& optimizer();
 
 private:
