@@ -138,7 +138,7 @@ std::string client_file_name(int client) {
     return buf;
 }
 
-std::string write_checkpoint(const Communicator& comm, const CheckpointRequest& req,
+std::string write_checkpoint(Communicator& comm, const CheckpointRequest& req,
                              const std::vector<std::unique_ptr<ClientRuntime>>& clients, const FederatedServer* server) {
     const fs::path dir = fs::path(req.root) / checkpoint_name(req.next_round, req.in_progress);
     // Rank 0 clears a stale directory of the same name (an uncommitted earlier attempt) first.
@@ -190,7 +190,7 @@ std::string write_checkpoint(const Communicator& comm, const CheckpointRequest& 
     return dir.string();
 }
 
-CheckpointInfo choose_checkpoint(const Communicator& comm, const std::string& root) {
+CheckpointInfo choose_checkpoint(Communicator& comm, const std::string& root) {
     ByteWriter w;
     if (comm.rank() == 0) {
         const auto all = list_checkpoints(root);

@@ -80,6 +80,124 @@ std::string format_duration(double s) {
     return buf;
 }
 
+constexpr int kTagReport = 43;
+constexpr int kTagDecision = 44;
+
+// What rank 0 tells every rank at the end of a round.
+struct RoundDecision {
+    enum Action : uint8_t { kContinue = 0, kCheckpointInRound = 1, kStopAfterRound = 2 };
+    uint8_t action = kContinue;
+    bool checkpoint = false;  // write a checkpoint at the round boundary
+};
+
+Bytes encode_decision(int round, const RoundDecision& d) {
+    ByteWriter w;
+    w.put<int32_t>(round);
+    w.put<uint8_t>(d.action);
+    w.put<uint8_t>(d.checkpoint ? 1 : 0);
+    return std::move(w.buffer());
+}
+
+RoundDecision decode_decision(const Bytes& b, int round) {
+    ByteReader r(b.data(), b.size(), "round decision");
+    if (r.get<int32_t>() != round) throw CommError("round decision for another round");
+    RoundDecision d;
+    d.action = r.get<uint8_t>();
+    d.checkpoint = r.get<uint8_t>() != 0;
+    return d;
+}
+
+Bytes encode_report(int round, bool stop, bool interrupted, const Bytes& uploads) {
+    ByteWriter w;
+    w.put<int32_t>(round);
+    w.put<uint8_t>(stop ? 1 : 0);
+    w.put<uint8_t>(interrupted ? 1 : 0);
+    w.append(uploads.data(), uploads.size());
+    return std::move(w.buffer());
+}
+
+struct RoundReports {
+    std::vector<Bytes> parts;   // per rank: its upload records (empty when late)
+    std::vector<bool> arrived;  // per rank
+    bool any_stop = false, any_interrupted = false;
+};
+
+// Rank 0: its own report plus every other rank's for `round`, in rank order, waiting at most
+// `timeout` seconds after `round_start` (0 = no limit). Reports of earlier rounds that arrive
+// now are dropped; ranks that miss the deadline owe one more report (`stale`).
+RoundReports collect_reports(Communicator& comm, int round, const Bytes& own, bool own_stop, bool own_interrupted,
+                             double timeout, std::chrono::steady_clock::time_point round_start, std::vector<int>& stale) {
+    const auto n = static_cast<size_t>(comm.size());
+    RoundReports out;
+    out.parts.resize(n);
+    out.arrived.assign(n, false);
+    out.parts[0] = own;
+    out.arrived[0] = true;
+    out.any_stop = own_stop;
+    out.any_interrupted = own_interrupted;
+    const auto take = [&](size_t r, const Bytes& b) {
+        ByteReader rd(b.data(), b.size(), "report from rank " + std::to_string(r));
+        const int32_t of = rd.get<int32_t>();
+        if (of < round) {  // a late report of an earlier round: its round went on without it
+            --stale[r];
+            return;
+        }
+        if (of != round) throw CommError("rank " + std::to_string(r) + " reported round " + std::to_string(of));
+        out.any_stop = rd.get<uint8_t>() != 0 || out.any_stop;
+        out.any_interrupted = rd.get<uint8_t>() != 0 || out.any_interrupted;
+        out.parts[r].assign(b.begin() + static_cast<long>(rd.position()), b.end());
+        out.arrived[r] = true;
+    };
+    for (size_t r = 1; r < n; ++r) {
+        if (timeout > 0) continue;
+        while (!out.arrived[r]) take(r, comm.receive(static_cast<int>(r), kTagReport));
+    }
+    if (timeout > 0) {
+        const auto deadline = round_start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                                std::chrono::duration<double>(timeout));
+        Bytes b;
+        for (;;) {
+            bool all = true;
+            for (size_t r = 1; r < n; ++r) {
+                while (!out.arrived[r] && comm.try_receive(static_cast<int>(r), kTagReport, b)) take(r, b);
+                all = all && out.arrived[r];
+            }
+            if (all || std::chrono::steady_clock::now() >= deadline) break;
+            std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        }
+        for (size_t r = 1; r < n; ++r)
+            if (!out.arrived[r]) ++stale[r];
+    }
+    return out;
+}
+
+// Rank 0, before a collective: receives (and drops) the reports late ranks still owe, so that no
+// send is left waiting for a receiver.
+void drain_stale_reports(Communicator& comm, std::vector<int>& stale) {
+    for (size_t r = 1; r < stale.size(); ++r)
+        for (; stale[r] > 0; --stale[r]) (void)comm.receive(static_cast<int>(r), kTagReport);
+}
+
+void print_round(RoundTable& table, size_t K, int round, int rounds, double round_seconds, double mean_round_seconds) {
+    double mean = 0, mn = 1, up = 0, down = 0;
+    int counted = 0;
+    for (size_t k = 0; k < K; ++k) {
+        up += table.columns["bytes_up"][k];
+        down += table.columns["bytes_down"][k];
+        const double a = table.columns["test_accuracy"][k];
+        if (std::isnan(a)) continue;
+        mean += a;
+        mn = std::min(mn, a);
+        ++counted;
+    }
+    mean = counted ? mean / counted : 0.0;
+    const double eta = mean_round_seconds * (rounds - round - 1);
+    std::printf("round %d/%d  acc mean %.3f min %.3f  bytes up %s down %s  %.1fs  ETA %s\n", round + 1, rounds, mean,
+                mn, format_bytes(up).c_str(), format_bytes(down).c_str(), round_seconds, format_duration(eta).c_str());
+    for (const auto& why : table.exclusions) std::printf("  excluded %s\n", why.c_str());
+    std::fflush(stdout);
+}
+
 }  // namespace
 
 int cmd_train(const Args& args) {
@@ -266,6 +384,7 @@ int cmd_train(const Args& args) {
     };
 
     const int start_round = resume ? static_cast<int>(from.next_round) : 0;
+    std::vector<int> stale_reports(static_cast<size_t>(comm.size()), 0);  // rank 0: late reports still to come
     const auto run_start = std::chrono::steady_clock::now();
     for (int round = start_round; round < job.run.rounds; ++round) {
         const auto round_start = std::chrono::steady_clock::now();
@@ -285,13 +404,64 @@ int cmd_train(const Args& args) {
 
         // Train; a stop signal ends a client's round after the step in flight.
         bool interrupted = false;
-        for (auto& client : clients)
-            if (participating[static_cast<size_t>(client->config().index)] &&
-                !client->train_round(round, stop_flag()))
-                interrupted = true;
-        // Every rank learns whether any rank stopped: 2 = a round was cut short, 1 = a signal came.
-        const double status = comm.allreduce_max(interrupted ? 2.0 : stop_requested() ? 1.0 : 0.0);
-        if (status >= 2.0) {
+        for (auto& client : clients) {
+            const int k = client->config().index;
+            if (!participating[static_cast<size_t>(k)]) continue;
+            if (!client->train_round(round, stop_flag())) interrupted = true;
+            if (fault.kind == "stall" && fault.hits(k, round))
+                std::this_thread::sleep_for(std::chrono::duration<double>(fault.stall_seconds));
+        }
+        ByteWriter upload;
+        if (!interrupted) {
+            for (auto& client : clients) {
+                const int k = client->config().index;
+                ClientRoundMetrics m;
+                const bool takes_part = participating[static_cast<size_t>(k)];
+                if (takes_part) {
+                    m = client->round_metrics();
+                    client->evaluate(m);
+                } else {
+                    m.test_accuracy = m.test_accuracy_generate = std::numeric_limits<double>::quiet_NaN();
+                }
+                pack_upload(upload, *client, m, takes_part, federated, fault, round, client->progress().bytes_down);
+            }
+        }
+
+        // Every rank reports to rank 0 (its uploads, whether a signal came, whether it cut its round
+        // short); rank 0 waits at most round_timeout for them and answers each rank with what to do.
+        RoundDecision decision;
+        if (!root) {
+            comm.post(encode_report(round, stop_requested(), interrupted, upload.buffer()), 0, kTagReport);
+            decision = decode_decision(comm.receive(0, kTagDecision), round);
+        } else {
+            RoundReports reports = collect_reports(comm, round, upload.buffer(), stop_requested(), interrupted,
+                                                   job.federation.round_timeout, round_start, stale_reports);
+            std::vector<bool> late(K, false);
+            for (size_t k = 0; k < K; ++k)
+                late[k] = participating[k] && !reports.arrived[k % static_cast<size_t>(comm.size())];
+            const bool last = round + 1 == job.run.rounds;
+            const int every = job.federation.checkpoint_every;
+            if (reports.any_interrupted) {
+                decision.action = RoundDecision::kCheckpointInRound;
+            } else {
+                RoundTable table = receive_uploads(reports.parts, server, K, federated, round, late);
+                const double round_seconds =
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - round_start).count();
+                metrics->append_round(table.columns, {{"aggregate_seconds", table.aggregate_seconds},
+                                                      {"round_seconds", round_seconds}});
+                print_round(table, K, round, job.run.rounds, round_seconds,
+                            std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count() /
+                                (round + 1 - start_round));
+                decision.checkpoint = last || reports.any_stop || (every > 0 && (round + 1) % every == 0);
+                if (reports.any_stop && !last) decision.action = RoundDecision::kStopAfterRound;
+            }
+            for (int r = 1; r < comm.size(); ++r) comm.post(encode_decision(round, decision), r, kTagDecision);
+            // Collectives follow (checkpoint, or the end): first take in what late ranks still send.
+            if (decision.checkpoint || decision.action != RoundDecision::kContinue || last)
+                drain_stale_reports(comm, stale_reports);
+        }
+
+        if (decision.action == RoundDecision::kCheckpointInRound) {
             const auto [dir, seconds] = checkpoint(round, true);
             if (root) {
                 std::printf("h2tune train: stopped by a signal inside round %d; checkpoint %s (%.1fs); resume with "
@@ -300,57 +470,13 @@ int cmd_train(const Args& args) {
             }
             return kExitPreempted;
         }
-
-        ByteWriter upload;
-        for (auto& client : clients) {
-            const int k = client->config().index;
-            ClientRoundMetrics m;
-            const bool takes_part = participating[static_cast<size_t>(k)];
-            if (takes_part) {
-                m = client->round_metrics();
-                client->evaluate(m);
-            } else {
-                m.test_accuracy = m.test_accuracy_generate = std::numeric_limits<double>::quiet_NaN();
-            }
-            pack_upload(upload, *client, m, takes_part, federated, fault, round, client->progress().bytes_down);
-        }
-        const auto parts = comm.gather(upload.buffer(), 0);
-        if (root) {
-            RoundTable table = receive_uploads(parts, server, K, federated, round);
-            const double round_seconds =
-                std::chrono::duration<double>(std::chrono::steady_clock::now() - round_start).count();
-            metrics->append_round(table.columns, {{"aggregate_seconds", table.aggregate_seconds},
-                                                  {"round_seconds", round_seconds}});
-            double mean = 0, mn = 1, up = 0, down = 0;
-            int counted = 0;
-            for (size_t k = 0; k < K; ++k) {
-                up += table.columns["bytes_up"][k];
-                down += table.columns["bytes_down"][k];
-                const double a = table.columns["test_accuracy"][k];
-                if (std::isnan(a)) continue;
-                mean += a;
-                mn = std::min(mn, a);
-                ++counted;
-            }
-            mean = counted ? mean / counted : 0.0;
-            const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
-            const double eta = elapsed / (round + 1 - start_round) * (job.run.rounds - round - 1);
-            std::printf("round %d/%d  acc mean %.3f min %.3f  bytes up %s down %s  %.1fs  ETA %s\n", round + 1,
-                        job.run.rounds, mean, mn, format_bytes(up).c_str(), format_bytes(down).c_str(), round_seconds,
-                        format_duration(eta).c_str());
-            for (const auto& why : table.exclusions) std::printf("  excluded %s\n", why.c_str());
-            std::fflush(stdout);
-        }
-        const bool last = round + 1 == job.run.rounds;
-        const bool signalled = status >= 1.0 || comm.allreduce_max(stop_requested() ? 1.0 : 0.0) >= 1.0;
-        const int every = job.federation.checkpoint_every;
-        if (last || signalled || (every > 0 && (round + 1) % every == 0)) {
+        if (decision.checkpoint) {
             const auto [dir, seconds] = checkpoint(round + 1, false);
             if (root) {
                 metrics->file().set_attribute("/", "checkpoint_seconds_last", seconds);
                 metrics->close();
             }
-            if (signalled && !last) {
+            if (decision.action == RoundDecision::kStopAfterRound) {
                 if (root) {
                     std::printf("h2tune train: stopped by a signal after round %d; checkpoint %s; resume with "
                                 "--resume %s\n", round + 1, dir.c_str(), out_dir.string().c_str());

@@ -81,8 +81,9 @@ FaultInjection FaultInjection::from_environment() {
     f.kind = s.substr(0, a);
     f.client = std::stoi(s.substr(a + 1, b - a - 1));
     f.round = std::stoi(s.substr(b + 1));
-    if (f.kind != "nan" && f.kind != "truncate" && f.kind != "rank" && f.kind != "index")
+    if (f.kind != "nan" && f.kind != "truncate" && f.kind != "rank" && f.kind != "index" && f.kind != "stall")
         throw ConfigError("H2TUNE_INJECT_FAULT: unknown kind '" + f.kind + "'");
+    if (f.kind == "stall") f.stall_seconds = std::getenv("H2TUNE_STALL_SECONDS") ? std::atof(std::getenv("H2TUNE_STALL_SECONDS")) : 5.0;
     return f;
 }
 
@@ -179,7 +180,7 @@ void exchange_masks(const Communicator& comm, const std::vector<std::unique_ptr<
     }
 }
 
-std::map<int, double> send_downloads(const Communicator& comm, const std::vector<std::unique_ptr<ClientRuntime>>& clients,
+std::map<int, double> send_downloads(Communicator& comm, const std::vector<std::unique_ptr<ClientRuntime>>& clients,
                                      const FederatedServer& server, const std::vector<bool>& participating,
                                      size_t num_clients) {
     Bytes msg;
@@ -195,10 +196,12 @@ std::map<int, double> send_downloads(const Communicator& comm, const std::vector
             if (new_mask) put_mask_i32(w, server.new_masks[k]);
             put_tensor_f32(w, bank_gather(server.bank, server.masks[k]));
         }
-        for (int r = 1; r < comm.size(); ++r) comm.send(per_rank[static_cast<size_t>(r)].buffer(), r, kTagDownload);
+        // Posted, not sent: a rank still busy with an earlier round (round_timeout) must not hold
+        // rank 0 up; it finds its slices when it gets here.
+        for (int r = 1; r < comm.size(); ++r) comm.post(std::move(per_rank[static_cast<size_t>(r)].buffer()), r, kTagDownload);
         msg = std::move(per_rank[0].buffer());  // rank 0's own clients need no MPI
     } else {
-        msg = comm.recv(0, kTagDownload);
+        msg = comm.receive(0, kTagDownload);
     }
     std::map<int, double> bytes;
     ByteReader reader(msg.data(), msg.size(), "download");
@@ -256,8 +259,7 @@ void pack_upload(ByteWriter& out, ClientRuntime& client, const ClientRoundMetric
 }
 
 RoundTable receive_uploads(const std::vector<Bytes>& parts, FederatedServer& server, size_t num_clients,
-                           bool federated, int round) {
-    (void)round;
+                           bool federated, int round, const std::vector<bool>& late) {
     RoundTable t;
     for (const auto& name : client_metric_names()) t.columns[name].assign(num_clients, 0.0);
     std::vector<ClientUpload> accepted;
@@ -324,8 +326,16 @@ RoundTable receive_uploads(const std::vector<Bytes>& parts, FederatedServer& ser
             }
         }
     }
-    for (size_t k = 0; k < num_clients; ++k)
-        if (!seen[k]) throw CommError("no upload record for client " + std::to_string(k));
+    for (size_t k = 0; k < num_clients; ++k) {
+        if (seen[k]) continue;
+        if (k >= late.size() || !late[k]) throw CommError("no upload record for client " + std::to_string(k));
+        // Its rank missed the round's deadline: the round goes on without it.
+        t.columns["participated"][k] = 1.0;
+        t.columns["excluded"][k] = 1.0;
+        t.columns["test_accuracy"][k] = t.columns["test_accuracy_generate"][k] = std::nan("");
+        t.columns["train_loss"][k] = std::nan("");
+        t.exclusions.push_back("client " + std::to_string(k) + ": no upload within round_timeout");
+    }
     if (federated)
         for (size_t k = 0; k < num_clients && k < server.mask_changed.size(); ++k)
             t.columns["mask_changed"][k] = server.mask_changed[k];

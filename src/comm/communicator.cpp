@@ -65,14 +65,75 @@ Communicator::Communicator() {
     mpi_check(MPI_Comm_size(node, &local_size_), "MPI_Comm_size");
 }
 
+struct Communicator::Posted {
+    Bytes payload;
+    MPI_Request request = MPI_REQUEST_NULL;
+};
+
 Communicator::~Communicator() {
     if (!MpiSession::active()) return;
+    if (std::uncaught_exceptions() == 0) {
+        try {
+            complete_posted();
+        } catch (...) {
+            // Destructors do not throw; the job is ending either way.
+        }
+    }
     MPI_Comm node = as_comm(node_), world = as_comm(world_);
     if (node != MPI_COMM_NULL) MPI_Comm_free(&node);
     if (world != MPI_COMM_NULL) MPI_Comm_free(&world);
 }
 
-void Communicator::barrier() const { mpi_check(MPI_Barrier(as_comm(world_)), "MPI_Barrier"); }
+void Communicator::barrier() {
+    complete_posted();
+    mpi_check(MPI_Barrier(as_comm(world_)), "MPI_Barrier");
+}
+
+void Communicator::post(Bytes payload, int dest, int tag) {
+    auto p = std::make_unique<Posted>();
+    p->payload = std::move(payload);
+    mpi_check(MPI_Isend(p->payload.data(), checked_count(p->payload.size()), MPI_BYTE, dest, tag, as_comm(world_),
+                        &p->request),
+              "MPI_Isend");
+    posted_.push_back(std::move(p));
+    // Drop the sends that have completed so a long run does not accumulate buffers.
+    for (auto it = posted_.begin(); it != posted_.end();) {
+        int done = 0;
+        mpi_check(MPI_Test(&(*it)->request, &done, MPI_STATUS_IGNORE), "MPI_Test");
+        it = done ? posted_.erase(it) : it + 1;
+    }
+}
+
+void Communicator::complete_posted() {
+    for (auto& p : posted_) mpi_check(MPI_Wait(&p->request, MPI_STATUS_IGNORE), "MPI_Wait");
+    posted_.clear();
+}
+
+namespace {
+Bytes receive_probed(MPI_Comm comm, MPI_Status& status) {
+    int count = 0;
+    mpi_check(MPI_Get_count(&status, MPI_BYTE, &count), "MPI_Get_count");
+    Bytes out(static_cast<size_t>(count));
+    mpi_check(MPI_Recv(out.data(), count, MPI_BYTE, status.MPI_SOURCE, status.MPI_TAG, comm, MPI_STATUS_IGNORE),
+              "MPI_Recv");
+    return out;
+}
+}  // namespace
+
+Bytes Communicator::receive(int source, int tag) const {
+    MPI_Status status;
+    mpi_check(MPI_Probe(source, tag, as_comm(world_), &status), "MPI_Probe");
+    return receive_probed(as_comm(world_), status);
+}
+
+bool Communicator::try_receive(int source, int tag, Bytes& out) const {
+    MPI_Status status;
+    int waiting = 0;
+    mpi_check(MPI_Iprobe(source, tag, as_comm(world_), &waiting, &status), "MPI_Iprobe");
+    if (!waiting) return false;
+    out = receive_probed(as_comm(world_), status);
+    return true;
+}
 
 void Communicator::send(const Bytes& payload, int dest, int tag) const {
     uint64_t n = payload.size();

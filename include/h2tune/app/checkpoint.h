@@ -43,12 +43,12 @@ struct CheckpointRequest {
 // Collective: every rank writes its clients' files, rank 0 the server state and metrics copy,
 // then rank 0 commits (after a gather that doubles as the barrier) and prunes old checkpoints.
 // Returns the checkpoint directory.
-std::string write_checkpoint(const Communicator& comm, const CheckpointRequest& request,
+std::string write_checkpoint(Communicator& comm, const CheckpointRequest& request,
                              const std::vector<std::unique_ptr<ClientRuntime>>& clients, const FederatedServer* server);
 
 // Rank 0 picks the newest committed checkpoint under `root` whose files verify, printing why it
 // skipped any newer one; the choice is broadcast. Throws ConfigError when there is none.
-CheckpointInfo choose_checkpoint(const Communicator& comm, const std::string& root);
+CheckpointInfo choose_checkpoint(Communicator& comm, const std::string& root);
 std::string client_file_name(int client);
 constexpr const char* kServerFile = "server.h5";
 constexpr const char* kMetricsCopy = "metrics.h5";

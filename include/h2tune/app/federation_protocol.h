@@ -38,10 +38,12 @@ struct FederatedServer {
 
 // Test hook: H2TUNE_INJECT_FAULT="KIND:CLIENT:ROUND" corrupts that client's payload, with KIND
 // nan (NaN values), truncate (a cut-off record), rank (claims rank R + 1) or index (announces a
-// mask index past R*R; ROUND is ignored). Used by the MPI tests of exclusion.
+// mask index past R*R; ROUND is ignored), or stall (the client's rank sleeps
+// H2TUNE_STALL_SECONDS, default 5, after training). Used by the MPI tests of exclusion.
 struct FaultInjection {
     std::string kind;
     int client = -1, round = -1;
+    double stall_seconds = 0;
     static FaultInjection from_environment();
     bool hits(int k, int r) const { return !kind.empty() && k == client && (round < 0 || r == round); }
 };
@@ -63,7 +65,7 @@ void refresh_masks(FederatedServer& server, const FederationConfig& federation, 
 void exchange_masks(const Communicator& comm, const std::vector<std::unique_ptr<ClientRuntime>>& clients,
                     FederatedServer& server, size_t num_clients, const FaultInjection& fault);
 // Returns the download bytes per hosted client (client index -> bytes).
-std::map<int, double> send_downloads(const Communicator& comm, const std::vector<std::unique_ptr<ClientRuntime>>& clients,
+std::map<int, double> send_downloads(Communicator& comm, const std::vector<std::unique_ptr<ClientRuntime>>& clients,
                                      const FederatedServer& server, const std::vector<bool>& participating,
                                      size_t num_clients);
 void pack_upload(ByteWriter& out, ClientRuntime& client, const ClientRoundMetrics& m, bool participated,
@@ -75,7 +77,9 @@ struct RoundTable {
     double aggregate_seconds = 0;
 };
 // Rank 0: parses every rank's buffer, validates, aggregates (when federated) and tabulates.
+// Clients flagged in `late` (their rank missed round_timeout) have no record: they are excluded
+// from the round with NaN accuracy.
 RoundTable receive_uploads(const std::vector<Bytes>& parts, FederatedServer& server, size_t num_clients,
-                           bool federated, int round);
+                           bool federated, int round, const std::vector<bool>& late = {});
 
 }  // namespace h2tune

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <memory>
 #include <vector>
 
 namespace h2tune {
@@ -37,7 +38,7 @@ public:
     int local_rank() const { return local_rank_; }  // rank among the processes on this node
     int local_size() const { return local_size_; }
 
-    void barrier() const;
+    void barrier();
     void send(const Bytes& payload, int dest, int tag) const;  // size first, then the bytes
     Bytes recv(int source, int tag) const;
     void broadcast(Bytes& payload, int root) const;
@@ -49,7 +50,18 @@ public:
     void allreduce_sum(std::vector<float>& values) const;  // fixed order: MPI reduction, same ranks
     void abort(int code) const;
 
+    // Single-message point-to-point exchange for protocols with deadlines: post() sends without
+    // waiting (the buffer is kept until the send completes; complete_posted() waits for all of
+    // them, as do barrier() and the destructor), receive() blocks for the next message from
+    // `source` with `tag` whatever its size, try_receive() returns false at once when none waits.
+    void post(Bytes payload, int dest, int tag);
+    void complete_posted();
+    Bytes receive(int source, int tag) const;
+    bool try_receive(int source, int tag, Bytes& out) const;
+
 private:
+    struct Posted;
+    std::vector<std::unique_ptr<Posted>> posted_;
     void* world_ = nullptr;  // MPI_Comm, kept opaque so this header does not pull in mpi.h
     void* node_ = nullptr;
     int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
