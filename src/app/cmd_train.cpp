@@ -279,6 +279,32 @@ int cmd_train(const Args& args) {
         comm.barrier();
     }
 
+    // Refuse to overwrite before any work; the file itself is created only once every rank has
+    // loaded its clients, so bad data or models leave an earlier run's outputs untouched.
+    if (root && !resume && !vm["force"].as<bool>() && fs::exists(metrics_path))
+        throw ConfigError(metrics_path.string() + ": already exists; choose another --output, --resume the run, or "
+                          "pass --force to overwrite it");
+
+    // Clients are spread round-robin: client k lives on rank k mod size.
+    std::vector<std::unique_ptr<ClientRuntime>> clients;
+    std::vector<double> info;
+    const int64_t global_layers = federated ? resolve_global_layers(job) : 0;
+    const RaiseSignalHook raise_hook = RaiseSignalHook::from_environment();
+    for (size_t k = static_cast<size_t>(comm.rank()); k < K; k += static_cast<size_t>(comm.size())) {
+        clients.push_back(std::make_unique<ClientRuntime>(job, static_cast<int>(k), global_layers));
+        auto& c = *clients.back();
+        if (raise_hook.active() && raise_hook.client == static_cast<int>(k))
+            c.set_step_hook([raise_hook](int round, int64_t step) {
+                if (round == raise_hook.round && step == raise_hook.step) std::raise(raise_hook.signal);
+            });
+        if (resume) c.load_state(read_tensor_file((fs::path(from.dir) / client_file_name(static_cast<int>(k))).string()));
+        info.insert(info.end(), {static_cast<double>(k), c.majority_rate(), static_cast<double>(c.rank()),
+                                 static_cast<double>(c.num_layers()), static_cast<double>(c.trainable_parameters()),
+                                 static_cast<double>(c.train_size()), static_cast<double>(c.test_size()),
+                                 static_cast<double>(c.steps_per_round()), static_cast<double>(comm.rank())});
+    }
+    auto info_table = gather_records(comm, info, kClientInfo.size(), K);
+
     std::unique_ptr<MetricsFile> metrics;
     if (root && resume) {
         // Rounds after the checkpoint are recomputed; the file as it was is kept beside it.
@@ -319,25 +345,6 @@ int cmd_train(const Args& args) {
         std::fflush(stdout);
     }
 
-    // Clients are spread round-robin: client k lives on rank k mod size.
-    std::vector<std::unique_ptr<ClientRuntime>> clients;
-    std::vector<double> info;
-    const int64_t global_layers = federated ? resolve_global_layers(job) : 0;
-    const RaiseSignalHook raise_hook = RaiseSignalHook::from_environment();
-    for (size_t k = static_cast<size_t>(comm.rank()); k < K; k += static_cast<size_t>(comm.size())) {
-        clients.push_back(std::make_unique<ClientRuntime>(job, static_cast<int>(k), global_layers));
-        auto& c = *clients.back();
-        if (raise_hook.active() && raise_hook.client == static_cast<int>(k))
-            c.set_step_hook([raise_hook](int round, int64_t step) {
-                if (round == raise_hook.round && step == raise_hook.step) std::raise(raise_hook.signal);
-            });
-        if (resume) c.load_state(read_tensor_file((fs::path(from.dir) / client_file_name(static_cast<int>(k))).string()));
-        info.insert(info.end(), {static_cast<double>(k), c.majority_rate(), static_cast<double>(c.rank()),
-                                 static_cast<double>(c.num_layers()), static_cast<double>(c.trainable_parameters()),
-                                 static_cast<double>(c.train_size()), static_cast<double>(c.test_size()),
-                                 static_cast<double>(c.steps_per_round()), static_cast<double>(comm.rank())});
-    }
-    auto info_table = gather_records(comm, info, kClientInfo.size(), K);
     if (root && !resume) {
         std::vector<std::string> names;
         for (const auto& c : job.clients) names.push_back(c.model + "/" + (c.task.empty() ? c.train_file : c.task));

@@ -29,7 +29,12 @@ need_tools() {
   [[ $(id -u) -eq 0 ]] || die "must run as root (it starts munged, slurmctld and slurmd)"
 }
 
-alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+alive() {  # the process in pid file $1 runs (a zombie does not count)
+  local pid
+  [[ -f $1 ]] && pid=$(cat "$1") && [[ -r /proc/$pid/stat ]] && ! grep -q '^[0-9]* (.*) Z' "/proc/$pid/stat"
+}
+# Only with a config and a live slurmctld: a client without its config retries for 60 s.
+ctld_up() { [[ -f $CONF ]] && alive "$DIR/slurmctld.pid" && scontrol ping >/dev/null 2>&1; }
 munge_works() { munge -n 2>/dev/null | unmunge >/dev/null 2>&1; }
 
 start_munge() {
@@ -116,7 +121,7 @@ start() {
   need_tools
   mkdir -p "$DIR"
   start_munge
-  if alive "$DIR/slurmctld.pid" && alive "$DIR/slurmd.pid" && scontrol ping >/dev/null 2>&1; then
+  if alive "$DIR/slurmd.pid" && ctld_up; then
     log "already running ($CONF)"
   else
     stop_slurm
@@ -132,7 +137,7 @@ start() {
 }
 
 stop_slurm() {
-  if scontrol ping >/dev/null 2>&1; then
+  if ctld_up; then
     local jobs
     jobs=$(squeue -h -o %i 2>/dev/null || true)
     if [[ -n $jobs ]]; then
@@ -167,7 +172,7 @@ status() {
   alive "$DIR/slurmctld.pid" && echo "slurmctld: running (pid $(cat "$DIR/slurmctld.pid"))" || { echo "slurmctld: stopped"; rc=1; }
   alive "$DIR/slurmd.pid" && echo "slurmd: running (pid $(cat "$DIR/slurmd.pid"))" || { echo "slurmd: stopped"; rc=1; }
   munge_works && echo "munged: running" || { echo "munged: not answering"; rc=1; }
-  if ((rc == 0)); then sinfo; squeue; fi
+  if ((rc == 0)) && ctld_up; then sinfo; squeue; fi
   return $rc
 }
 
