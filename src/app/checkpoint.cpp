@@ -85,6 +85,7 @@ TensorMap read_tensor_file(const std::string& path, std::map<std::string, std::s
 }
 
 TensorMap server_state(const FederatedServer& s) {
+    if (s.lora_method) return s.lora.state();
     TensorMap out;
     out["bank"] = s.bank;
     for (size_t k = 0; k < s.masks.size(); ++k) {
@@ -100,6 +101,10 @@ TensorMap server_state(const FederatedServer& s) {
 }
 
 void load_server_state(FederatedServer& s, const TensorMap& state, size_t K) {
+    if (s.lora_method) {
+        s.lora.load_state(state);
+        return;
+    }
     auto get = [&](const std::string& key) {
         auto it = state.find(key);
         return it == state.end() ? torch::Tensor() : it->second;

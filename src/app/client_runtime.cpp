@@ -4,10 +4,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 
 #include "h2tune/core/error.h"
 #include "h2tune/core/rng.h"
+#include "h2tune/method/sparse_bank.h"
 
 namespace fs = std::filesystem;
 
@@ -45,8 +47,22 @@ ClientRuntime::ClientRuntime(const JobConfig& job, int client_index, int64_t glo
         throw ModelError(key + ": tokenizer " + paths_.tokenizer + " has " + std::to_string(tokenizer_.vocab_size()) +
                          " tokens but the model's vocab_size is " + std::to_string(model->config().vocab_size));
     const uint64_t seed = job.run.seed;
-    adapted_ = attach_adapters(model, federation_.modules, config_.effective_rank(federation_.max_rank),
-                               federation_.alpha, stream_key(seed, 0xada, static_cast<uint64_t>(client_index)));
+    seed_ = seed;
+    const int64_t rank = config_.effective_rank(federation_.max_rank);
+    uint64_t init_key = stream_key(seed, 0xada, static_cast<uint64_t>(client_index));
+    lora_ = h2tune::is_lora_baseline(job.run.method);
+    if (lora_) {
+        // Clients that aggregate together start from the same adapter (FedAvg's common initial
+        // model; FFA-LoRA's shared frozen A): the key comes from the group signature.
+        lora_exchange_ = lora_exchange(job.run.method);
+        lora_signature_ = lora_group_signature(model->config(), federation_.modules, rank, job.run.method);
+        uint64_t h = 1469598103934665603ULL;
+        for (unsigned char ch : lora_signature_) h = (h ^ ch) * 1099511628211ULL;
+        init_key = stream_key(seed, 0xada5, h);
+    }
+    adapted_ = attach_adapters(model, federation_.modules, rank, federation_.alpha, init_key);
+    if (lora_ && lora_exchange_.freeze_A)
+        for (auto& a : adapted_.adapters) a->lora_A.set_requires_grad(false);
 
     auto train = read_jsonl(paths_.train_file, config_.train_examples);
     auto test = read_jsonl(paths_.test_file, config_.test_examples);
@@ -87,30 +103,27 @@ ClientRuntime::ClientRuntime(const JobConfig& job, int client_index, int64_t glo
 
     std::vector<int64_t> module_index;
     const std::string& method = job.run.method;
-    if (method == "h2tune" || method == "h2tune-dense") {
+    if (method.compare(0, 6, "h2tune") == 0) {  // h2tune, h2tune-dense and the ablations
         SharedMiddleOptions so;
         so.global_layers = global_layers > 0 ? global_layers : adapted_.model->num_layers();
         so.layers = adapted_.model->num_layers();
         so.modules = static_cast<int64_t>(federation_.modules.size());
         so.rank = adapted_.rank;
         so.max_rank = federation_.max_rank;
-        // h2tune-dense: every client reads and writes the whole R x R bank (no sparsification).
-        so.mask = method == "h2tune-dense" ? "block" : federation_.mask;
+        so.mask = federation_.mask;
         so.align = federation_.align;
         so.tau = federation_.relation_tau;
         so.sigma = federation_.relation_sigma;
         so.mask_key = stream_key(seed, 0x3a5c, static_cast<uint64_t>(client_index));
         so.track_taylor = federation_.mask_refresh > 0 && federation_.mask_score == "taylor";
-        if (method == "h2tune-dense" && so.rank != federation_.max_rank)
-            throw ConfigError(key + ": method h2tune-dense needs rank = federation.max_rank for every client");
         shared_ = std::make_unique<SharedMiddle>(so);
+        dense_ = method == "h2tune-dense";
         for (const auto& type : adapted_.module_types) {
             auto it = std::find(federation_.modules.begin(), federation_.modules.end(), type);
             module_index.push_back(static_cast<int64_t>(it - federation_.modules.begin()));
         }
-    } else if (method != "local") {
-        throw ConfigError("run.method = '" + method + "' is not implemented in this version (available: local, h2tune, "
-                          "h2tune-dense)");
+    } else if (method != "local" && !lora_) {
+        throw ConfigError("run.method = '" + method + "' is not implemented in this version");
     }
     trainer_ = std::make_unique<AlternatingTrainer>(adapted_, shared_.get(), module_index, opt);
 }
@@ -121,9 +134,81 @@ void ClientRuntime::receive_slices(const torch::Tensor& slices) {
     trainer_->fix_middles();
 }
 
+void ClientRuntime::receive_dense_bank(const torch::Tensor& bank) {
+    dense_bank_ = bank;
+    receive_slices(bank_gather(bank, shared_->masks()));
+}
+
+torch::Tensor ClientRuntime::dense_values(const torch::Tensor& values) const {
+    torch::NoGradGuard no_grad;
+    const auto& o = shared_->options();
+    torch::Tensor bank = dense_bank_.defined() ? dense_bank_
+                                               : torch::zeros({o.global_layers, o.modules, o.max_rank * o.max_rank});
+    torch::Tensor dense = relation_mix(shared_->relation().detach(), bank).contiguous();
+    dense.scatter_(2, shared_->masks().unsqueeze(0).expand({o.layers, -1, -1}).contiguous(), values);
+    return dense;
+}
+
 void ClientRuntime::receive_masks(const torch::Tensor& masks) {
     if (!shared_) throw Error("receive_masks: client does not share middle matrices");
     shared_->set_masks(masks);
+}
+
+TensorMap ClientRuntime::lora_factors() const {
+    torch::NoGradGuard no_grad;
+    TensorMap out;
+    for (size_t i = 0; i < adapted_.adapters.size(); ++i) {
+        const std::string n = std::to_string(i);
+        if (lora_exchange_.upload_A) out["A/" + n] = adapted_.adapters[i]->lora_A.detach().clone();
+        if (lora_exchange_.upload_B) out["B/" + n] = adapted_.adapters[i]->lora_B.detach().clone();
+    }
+    return out;
+}
+
+std::map<std::string, std::vector<int64_t>> ClientRuntime::lora_factor_shapes() const {
+    std::map<std::string, std::vector<int64_t>> out;
+    for (size_t i = 0; i < adapted_.adapters.size(); ++i) {
+        const auto& a = adapted_.adapters[i];
+        out["A/" + std::to_string(i)] = {a->lora_A.size(0), a->lora_A.size(1)};
+        out["B/" + std::to_string(i)] = {a->lora_B.size(0), a->lora_B.size(1)};
+    }
+    return out;
+}
+
+namespace {
+// The frozen base weight W0 of adapter i's projection.
+torch::Tensor base_weight(const AdaptedModel& adapted, size_t i) {
+    for (const auto& p : adapted.model->named_parameters())
+        if (p.key() == adapted.names[i] + ".weight") return p.value();
+    throw ModelError("no base weight for " + adapted.names[i]);
+}
+}  // namespace
+
+void ClientRuntime::apply_lora_download(const TensorMap& download, int round) {
+    torch::NoGradGuard no_grad;
+    bool merged = false;
+    for (size_t i = 0; i < adapted_.adapters.size(); ++i) {
+        auto& a = adapted_.adapters[i];
+        const std::string n = std::to_string(i);
+        auto A = download.find("A/" + n), B = download.find("B/" + n);
+        if (A != download.end()) a->lora_A.copy_(A->second);
+        if (B != download.end()) a->lora_B.copy_(B->second);
+        auto sA = download.find("stackA/" + n), sB = download.find("stackB/" + n);
+        if (sA != download.end() && sB != download.end()) {
+            base_weight(adapted_, i).add_(torch::matmul(sB->second, sA->second));
+            merged = true;
+        }
+    }
+    if (merged) {
+        // FLoRA: a fresh LoRA for the next round, drawn from (seed, round, client).
+        torch::manual_seed(stream_key(seed_, 0xf10a, static_cast<uint64_t>(round), static_cast<uint64_t>(config_.index)) &
+                           0x7fffffffffffffffULL);
+        for (auto& a : adapted_.adapters) {
+            torch::nn::init::kaiming_uniform_(a->lora_A, std::sqrt(5.0));
+            a->lora_B.zero_();
+        }
+        trainer_->specific_trainer().clear_moments();
+    }
 }
 
 ClientUploadValues ClientRuntime::upload_values(bool with_taylor) const {
@@ -225,6 +310,9 @@ std::map<std::string, torch::Tensor> ClientRuntime::state() const {
         out["shared/taylor_steps"] = scalar_i64(shared_->taylor().steps());
     }
     for (auto& [key, value] : trainer_->state()) out["optim/" + key] = value;
+    if (lora_ && lora_exchange_.merge)  // FLoRA has merged stacks into W0
+        for (size_t i = 0; i < adapted_.adapters.size(); ++i)
+            out["base/" + std::to_string(i)] = base_weight(adapted_, i).detach().clone();
     const DataLoader::Position pos = loader_->position();
     out["loader/epoch"] = scalar_i64(pos.epoch);
     out["loader/offset"] = scalar_i64(pos.offset);
@@ -251,6 +339,13 @@ void ClientRuntime::load_state(const std::map<std::string, torch::Tensor>& state
         shared_->taylor().load(require(state, "shared/taylor_scores"), require(state, "shared/taylor_grad_scale"),
                                require(state, "shared/taylor_steps").item<int64_t>());
     }
+    if (lora_ && lora_exchange_.merge)
+        for (size_t i = 0; i < adapted_.adapters.size(); ++i) {
+            torch::Tensor w = base_weight(adapted_, i);
+            const torch::Tensor& v = require(state, "base/" + std::to_string(i));
+            if (!v.sizes().equals(w.sizes())) throw ModelError("client state: base weight " + std::to_string(i) + " has the wrong shape");
+            w.copy_(v);
+        }
     std::map<std::string, torch::Tensor> optim;
     for (const auto& [key, value] : state)
         if (key.compare(0, 6, "optim/") == 0) optim[key.substr(6)] = value;

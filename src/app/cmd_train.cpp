@@ -19,6 +19,7 @@
 #include "h2tune/app/client_runtime.h"
 #include "h2tune/app/stop_signal.h"
 #include "h2tune/app/federation_protocol.h"
+#include "h2tune/app/lora_baselines.h"
 #include "h2tune/app/command_options.h"
 #include "h2tune/comm/communicator.h"
 #include "h2tune/core/error.h"
@@ -198,6 +199,27 @@ void print_round(RoundTable& table, size_t K, int round, int rounds, double roun
     std::fflush(stdout);
 }
 
+bool is_h2tune_method(const std::string& m) { return m.compare(0, 6, "h2tune") == 0; }
+
+// The ablation methods are h2tune with one component changed; the change is written into the
+// resolved job so that metrics.h5 and checkpoints record what actually ran.
+void apply_method_variant(JobConfig& job) {
+    const std::string& m = job.run.method;
+    auto set = [&](const std::string& key, const std::string& value) { job.resolved[key] = value; };
+    if (m == "h2tune-full-rank") {
+        for (auto& c : job.clients) {
+            c.rank = job.federation.max_rank;
+            set("client." + std::to_string(c.index) + ".rank", std::to_string(c.rank));
+        }
+    } else if (m == "h2tune-depth" || m == "h2tune-end") {
+        job.federation.align = m == "h2tune-depth" ? "depth" : "end";
+        set("federation.align", job.federation.align);
+    } else if (m == "h2tune-joint") {
+        job.federation.alternate = "none";
+        set("federation.alternate", "none");
+    }
+}
+
 }  // namespace
 
 int cmd_train(const Args& args) {
@@ -242,13 +264,10 @@ int cmd_train(const Args& args) {
                               "' the --output of an h2tune train run? (or give --config)");
     }
     JobConfig job = load_job_config(config_path, overrides);
-    const bool federated = job.run.method == "h2tune" || job.run.method == "h2tune-dense";
-    if (!federated && job.run.method != "local")
-        throw ConfigError("command line: run.method = '" + job.run.method +
-                          "' is not implemented in this version (available: local, h2tune, h2tune-dense)");
-    if (job.federation.mask_refresh > 0 && job.run.method == "h2tune-dense")
-        throw ConfigError(job.source + ": option 'federation.mask_refresh': method h2tune-dense uses the whole bank, "
-                          "there is no mask to re-select; use 0");
+    apply_method_variant(job);
+    const bool h2 = is_h2tune_method(job.run.method);
+    const bool lora = is_lora_baseline(job.run.method);
+    const bool federated = h2 || lora;  // anything leaves the clients
     const std::string config_text = job_config_to_ini(job);
 
     MpiSession mpi(nullptr, nullptr);
@@ -288,7 +307,7 @@ int cmd_train(const Args& args) {
     // Clients are spread round-robin: client k lives on rank k mod size.
     std::vector<std::unique_ptr<ClientRuntime>> clients;
     std::vector<double> info;
-    const int64_t global_layers = federated ? resolve_global_layers(job) : 0;
+    const int64_t global_layers = h2 ? resolve_global_layers(job) : 0;
     const RaiseSignalHook raise_hook = RaiseSignalHook::from_environment();
     for (size_t k = static_cast<size_t>(comm.rank()); k < K; k += static_cast<size_t>(comm.size())) {
         clients.push_back(std::make_unique<ClientRuntime>(job, static_cast<int>(k), global_layers));
@@ -358,7 +377,16 @@ int cmd_train(const Args& args) {
     if (root) metrics->close();  // readable while round 0 runs
 
     FederatedServer server;
-    if (root && federated) {
+    std::vector<int> lora_groups;
+    if (lora) {
+        lora_groups = configure_lora_groups(comm, clients, server, K, job.run.method);
+        if (root && !resume) {
+            std::vector<double> col(lora_groups.begin(), lora_groups.end());
+            metrics->write_client_values("group", col);
+            metrics->close();
+        }
+    }
+    if (root && h2) {
         const int64_t M = static_cast<int64_t>(job.federation.modules.size()), R = job.federation.max_rank;
         if (!resume) {
             metrics->set_attribute("global_layers", global_layers);
@@ -368,12 +396,13 @@ int cmd_train(const Args& args) {
             metrics->close();
         }
         server.shape = BankShape{global_layers, M, R};
+        server.dense = job.run.method == "h2tune-dense";
         server.bank = bank_zeros(server.shape);
         server.masks.resize(K);
     }
     const FaultInjection fault = FaultInjection::from_environment();
     // Round 0 needs the masks before any upload: clients announce them once at start.
-    if (federated) exchange_masks(comm, clients, server, K, fault);
+    if (h2) exchange_masks(comm, clients, server, K, fault);
     if (root && federated && resume)
         load_server_state(server, read_tensor_file((fs::path(from.dir) / kServerFile).string()), K);
 
@@ -400,8 +429,9 @@ int cmd_train(const Args& args) {
         if (!continuing) {
             for (auto& client : clients) client->begin_round();
             if (federated) {
-                if (root) refresh_masks(server, job.federation, round, participating);
-                const auto bytes_down = send_downloads(comm, clients, server, participating, K);
+                if (root && h2) refresh_masks(server, job.federation, round, participating);
+                const auto bytes_down = h2 ? send_downloads(comm, clients, server, participating, K)
+                                           : send_lora_downloads(comm, clients, server, participating, K, round);
                 for (auto& client : clients) {
                     auto it = bytes_down.find(client->config().index);
                     if (it != bytes_down.end()) client->set_bytes_down(it->second);
@@ -430,7 +460,8 @@ int cmd_train(const Args& args) {
                 } else {
                     m.test_accuracy = m.test_accuracy_generate = std::numeric_limits<double>::quiet_NaN();
                 }
-                pack_upload(upload, *client, m, takes_part, federated, fault, round, client->progress().bytes_down);
+                const bool sends = h2 || (lora && lora_groups[static_cast<size_t>(k)] >= 0);
+                pack_upload(upload, *client, m, takes_part, sends, fault, round, client->progress().bytes_down);
             }
         }
 

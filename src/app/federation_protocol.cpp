@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 
@@ -140,6 +141,87 @@ void refresh_masks(FederatedServer& server, const FederationConfig& f, int round
     }
 }
 
+std::vector<int> configure_lora_groups(Communicator& comm, const std::vector<std::unique_ptr<ClientRuntime>>& clients,
+                                       FederatedServer& server, size_t num_clients, const std::string& method) {
+    ByteWriter w;
+    for (const auto& c : clients) {
+        w.put<int32_t>(c->config().index);
+        w.put_string(c->lora_signature());
+        w.put<double>(c->lora_scale());
+        const auto shapes = c->lora_factor_shapes();
+        w.put<uint32_t>(static_cast<uint32_t>(shapes.size()));
+        for (const auto& [name, shape] : shapes) {
+            w.put_string(name);
+            w.put_array(shape.data(), shape.size());
+        }
+    }
+    const auto parts = comm.gather(w.buffer(), 0);
+    Bytes groups_msg;
+    if (comm.rank() == 0) {
+        std::vector<std::string> signatures(num_clients);
+        std::vector<std::map<std::string, std::vector<int64_t>>> shapes(num_clients);
+        std::vector<double> scales(num_clients, 1.0);
+        for (const auto& part : parts) {
+            ByteReader r(part.data(), part.size(), "LoRA client description");
+            while (!r.done()) {
+                const auto k = static_cast<size_t>(r.get<int32_t>());
+                if (k >= num_clients) throw CommError("LoRA client description for an unknown client");
+                signatures[k] = r.get_string();
+                scales[k] = r.get<double>();
+                const uint32_t n = r.get<uint32_t>();
+                for (uint32_t i = 0; i < n; ++i) {
+                    const std::string name = r.get_string();
+                    shapes[k][name] = r.get_array<int64_t>();
+                }
+            }
+        }
+        server.lora_method = true;
+        server.lora.configure(method, signatures, std::move(shapes), std::move(scales));
+        std::printf("h2tune train: %s groups (clients aggregate only with the same architecture)\n%s", method.c_str(),
+                    server.lora.describe().c_str());
+        std::fflush(stdout);
+        ByteWriter g;
+        g.put_array(server.lora.group.data(), server.lora.group.size());
+        groups_msg = std::move(g.buffer());
+    }
+    comm.broadcast(groups_msg, 0);
+    ByteReader r(groups_msg.data(), groups_msg.size(), "LoRA groups");
+    std::vector<int> groups = r.get_array<int>(num_clients);
+    return groups;
+}
+
+std::map<int, double> send_lora_downloads(Communicator& comm, const std::vector<std::unique_ptr<ClientRuntime>>& clients,
+                                          FederatedServer& server, const std::vector<bool>& participating,
+                                          size_t num_clients, int round) {
+    Bytes msg;
+    if (comm.rank() == 0) {
+        std::vector<ByteWriter> per_rank(static_cast<size_t>(comm.size()));
+        for (size_t k = 0; k < num_clients; ++k) {
+            TensorMap& pending = server.lora.pending[k];
+            if (!participating[k] || pending.empty()) continue;
+            ByteWriter& w = per_rank[k % static_cast<size_t>(comm.size())];
+            w.put<int32_t>(static_cast<int32_t>(k));
+            put_tensor_map(w, pending);
+            pending.clear();  // delivered; the next aggregation sets it again
+        }
+        for (int r = 1; r < comm.size(); ++r) comm.post(std::move(per_rank[static_cast<size_t>(r)].buffer()), r, kTagDownload);
+        msg = std::move(per_rank[0].buffer());
+    } else {
+        msg = comm.receive(0, kTagDownload);
+    }
+    std::map<int, double> bytes;
+    ByteReader reader(msg.data(), msg.size(), "LoRA download");
+    while (!reader.done()) {
+        const size_t begin = reader.position();
+        const int32_t k = reader.get<int32_t>();
+        auto it = std::find_if(clients.begin(), clients.end(), [k](const auto& c) { return c->config().index == k; });
+        if (it == clients.end()) throw CommError("download for client " + std::to_string(k) + " reached the wrong rank");
+        (*it)->apply_lora_download(get_tensor_map(reader), round);
+        bytes[k] = static_cast<double>(reader.position() - begin);
+    }
+    return bytes;
+}
+
 void exchange_masks(const Communicator& comm, const std::vector<std::unique_ptr<ClientRuntime>>& clients,
                     FederatedServer& server, size_t num_clients, const FaultInjection& fault) {
     ByteWriter w;
@@ -194,7 +276,8 @@ std::map<int, double> send_downloads(Communicator& comm, const std::vector<std::
             const bool new_mask = server.new_masks[k].defined();
             w.put<uint8_t>(new_mask ? 1 : 0);
             if (new_mask) put_mask_i32(w, server.new_masks[k]);
-            put_tensor_f32(w, bank_gather(server.bank, server.masks[k]));
+            // h2tune-dense: the whole bank travels, as in the reference implementation.
+            put_tensor_f32(w, server.dense ? server.bank : bank_gather(server.bank, server.masks[k]));
         }
         // Posted, not sent: a rank still busy with an earlier round (round_timeout) must not hold
         // rank 0 up; it finds its slices when it gets here.
@@ -213,7 +296,12 @@ std::map<int, double> send_downloads(Communicator& comm, const std::vector<std::
         const SharedMiddle* sh = (*it)->shared();
         const auto& o = sh->options();
         if (reader.get<uint8_t>() != 0) (*it)->receive_masks(get_mask_i32(reader, {o.modules, sh->entries()}));
-        (*it)->receive_slices(get_tensor_f32(reader, {o.global_layers, o.modules, sh->entries()}));
+        if ((*it)->dense_exchange()) {
+            torch::Tensor bank = get_tensor_f32(reader, {o.global_layers, o.modules, o.max_rank * o.max_rank});
+            (*it)->receive_dense_bank(bank);
+        } else {
+            (*it)->receive_slices(get_tensor_f32(reader, {o.global_layers, o.modules, sh->entries()}));
+        }
         bytes[k] = static_cast<double>(reader.position() - begin);
     }
     return bytes;
@@ -237,7 +325,13 @@ void pack_upload(ByteWriter& out, ClientRuntime& client, const ClientRoundMetric
     rec.append(row, sizeof(row));
     const bool sends_values = federated && participated;
     rec.put<uint8_t>(sends_values ? 1 : 0);
-    if (sends_values) {
+    if (sends_values && client.is_lora_baseline()) {
+        TensorMap factors = client.lora_factors();
+        if (fault.hits(k, round) && fault.kind == "nan" && !factors.empty())
+            factors.begin()->second.view({-1})[0] = std::nanf("");
+        rec.put<double>(static_cast<double>(client.train_size()));
+        put_tensor_map(rec, factors);
+    } else if (sends_values) {
         const bool with_taylor = taylor_due(client.federation(), round);
         ClientUploadValues u = client.upload_values(with_taylor);
         if (fault.hits(k, round) && fault.kind == "nan") u.values.view({-1})[0] = std::nanf("");
@@ -245,7 +339,7 @@ void pack_upload(ByteWriter& out, ClientRuntime& client, const ClientRoundMetric
         rec.put<int64_t>(fault.hits(k, round) && fault.kind == "rank" ? u.masks.size(1) + 1 : client.shared()->options().rank);
         rec.put<int64_t>(u.relation.size(1));
         put_tensor_f32(rec, u.relation);
-        put_tensor_f32(rec, u.values);
+        put_tensor_f32(rec, client.dense_exchange() ? client.dense_values(u.values) : u.values);
         rec.put<uint8_t>(with_taylor ? 1 : 0);
         if (with_taylor) {
             put_tensor_f32(rec, u.taylor);
@@ -263,6 +357,7 @@ RoundTable receive_uploads(const std::vector<Bytes>& parts, FederatedServer& ser
     RoundTable t;
     for (const auto& name : client_metric_names()) t.columns[name].assign(num_clients, 0.0);
     std::vector<ClientUpload> accepted;
+    std::vector<LoraUpload> lora_accepted;
     std::vector<bool> seen(num_clients, false);
     const int64_t R2 = server.shape.max_rank * server.shape.max_rank;
     for (size_t rank = 0; rank < parts.size(); ++rank) {
@@ -282,6 +377,18 @@ RoundTable receive_uploads(const std::vector<Bytes>& parts, FederatedServer& ser
                 const bool has_values = r.get<uint8_t>() != 0;
                 if (!has_values) continue;
                 const size_t values_begin = r.position();
+                if (server.lora_method) {
+                    LoraUpload u;
+                    u.client = k;
+                    u.samples = r.get<double>();
+                    u.factors = get_tensor_map(r);
+                    if (!r.done()) throw DataError("trailing bytes in the record");
+                    const std::string why = server.lora.validate(u);
+                    if (!why.empty()) throw DataError(why);
+                    t.columns["bytes_up"][static_cast<size_t>(k)] = static_cast<double>(r.position() - values_begin);
+                    lora_accepted.push_back(std::move(u));
+                    continue;
+                }
                 if (!server.mask_errors[static_cast<size_t>(k)].empty())
                     throw DataError(server.mask_errors[static_cast<size_t>(k)]);
                 ClientUpload u;
@@ -295,7 +402,13 @@ RoundTable receive_uploads(const std::vector<Bytes>& parts, FederatedServer& ser
                                     std::to_string(u.mask.size(1)) + " entries");
                 if (u.layers < 1 || u.layers > 4096) throw DataError("implausible layer count " + std::to_string(u.layers));
                 u.relation = get_tensor_f32(r, {server.shape.global_layers, u.layers});
-                u.values = get_tensor_f32(r, {u.layers, server.shape.modules, u.rank * u.rank});
+                if (server.dense) {
+                    // The personalised R x R matrices; only the client's mask entries are its T.
+                    torch::Tensor dense = get_tensor_f32(r, {u.layers, server.shape.modules, R2});
+                    u.values = dense.gather(2, u.mask.unsqueeze(0).expand({u.layers, -1, -1}).contiguous());
+                } else {
+                    u.values = get_tensor_f32(r, {u.layers, server.shape.modules, u.rank * u.rank});
+                }
                 torch::Tensor taylor, grad_scale;
                 if (r.get<uint8_t>() != 0) {
                     taylor = get_tensor_f32(r, {server.shape.modules, u.rank * u.rank});
@@ -336,10 +449,16 @@ RoundTable receive_uploads(const std::vector<Bytes>& parts, FederatedServer& ser
         t.columns["train_loss"][k] = std::nan("");
         t.exclusions.push_back("client " + std::to_string(k) + ": no upload within round_timeout");
     }
-    if (federated)
+    if (federated && !server.lora_method)
         for (size_t k = 0; k < num_clients && k < server.mask_changed.size(); ++k)
             t.columns["mask_changed"][k] = server.mask_changed[k];
-    if (federated) {
+    if (federated && server.lora_method) {
+        const auto t0 = std::chrono::steady_clock::now();
+        std::vector<const LoraUpload*> ptrs;
+        for (const auto& u : lora_accepted) ptrs.push_back(&u);
+        server.lora.aggregate(ptrs);
+        t.aggregate_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    } else if (federated) {
         const auto t0 = std::chrono::steady_clock::now();
         std::sort(accepted.begin(), accepted.end(), [](const ClientUpload& a, const ClientUpload& b) { return a.client < b.client; });
         std::vector<const ClientUpload*> ptrs;

@@ -58,6 +58,11 @@ std::map<std::string, torch::Tensor> AdapterTrainer::state() const {
     return out;
 }
 
+void AdapterTrainer::clear_moments() {
+    auto& states = optimizer_->state();
+    for (const auto& p : parameters_) states.erase(state_key(p));
+}
+
 void AdapterTrainer::load_state(const std::map<std::string, torch::Tensor>& state) {
     auto step = state.find("step");
     if (step == state.end() || step->second.numel() != 1) throw ModelError("optimiser state: missing 'step'");

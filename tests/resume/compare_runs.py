@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Exits 0 when two h2tune train outputs are bit-identical: every /metrics table except wall
-times, and every final adapter file byte for byte."""
+times (and any named with --ignore), and every final adapter file byte for byte."""
 import pathlib
 import sys
 
@@ -12,10 +12,13 @@ TIMING = {"train_seconds", "eval_seconds"}
 
 def main() -> int:
     a, b = map(pathlib.Path, sys.argv[1:3])
+    ignore = set(TIMING)
+    if len(sys.argv) > 4 and sys.argv[3] == "--ignore":
+        ignore |= set(sys.argv[4].split(","))
     problems = []
     with h5py.File(a / "metrics.h5", "r") as fa, h5py.File(b / "metrics.h5", "r") as fb:
         for name in fa["metrics"]:
-            if name in TIMING:
+            if name in ignore:
                 continue
             x, y = fa["metrics"][name][()], fb["metrics"][name][()]
             if x.shape != y.shape or not np.array_equal(x, y, equal_nan=True):

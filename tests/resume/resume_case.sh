@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # One kill-and-resume scenario, compared bit for bit with an uninterrupted run of the same job.
 #   resume_case.sh CASE H2TUNE MODEL_DIR REFERENCE_DIR WORK_DIR
-# The job: jobs/smoke_federated.ini, 3 rounds of 2 steps, 4 clients on 3 ranks, 1 thread each.
+# The job: jobs/smoke_federated.ini, 3 rounds of 2 steps, 4 clients on 3 ranks, 1 thread each,
+# method $H2TUNE_METHOD (default h2tune).
 set -uo pipefail
 CASE=$1 H2TUNE=$2 MODEL=$3 REFERENCE=$4 WORK=$5
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 MPIRUN=${MPIEXEC:-mpirun}
 run() { timeout 240 "$MPIRUN" --oversubscribe -np 3 "$H2TUNE" train "$@" --threads 1; }
-job=(--config jobs/smoke_federated.ini --rounds 3 --set "clients.model_dir=$MODEL")
+job=(--config jobs/smoke_federated.ini --rounds 3 --set "clients.model_dir=$MODEL" --method "${H2TUNE_METHOD:-h2tune}")
 fail() { echo "resume_case $CASE: $*"; exit 1; }
 expect_rc() {  # expect_rc WANT GOT WHAT
   [[ $2 -eq $1 ]] || fail "$3 exited with $2, expected $1"

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "h2tune/app/lora_baselines.h"
 #include "h2tune/core/job_config.h"
 #include "h2tune/data/loader.h"
 #include "h2tune/method/shared_middle.h"
@@ -66,9 +67,26 @@ public:
     // Start of an H2Tune round: the received bank slices G[:, m, Omega_m] ([L_g, M, r^2]).
     void receive_slices(const torch::Tensor& slices);
     ClientUploadValues upload_values(bool with_taylor = false) const;
+    // h2tune-dense: the reference implementation's traffic with the method's semantics. The client
+    // receives the whole bank (keeps it, uses its mask's slices) and uploads its personalised
+    // R x R matrices sum_j Pi[j,l] G^j with its T values at its mask entries.
+    bool dense_exchange() const { return dense_; }
+    void receive_dense_bank(const torch::Tensor& bank);
+    torch::Tensor dense_values(const torch::Tensor& values) const;  // [L_k, M, r^2] -> [L_k, M, R*R]
     // Rank 0 re-selected this client's masks (mask_refresh); takes effect before receive_slices.
     void receive_masks(const torch::Tensor& masks);
     const SharedMiddle* shared() const { return shared_.get(); }
+
+    // LoRA baselines (fedit, ffa, fedsa, hetlora, flexlora, flora).
+    bool is_lora_baseline() const { return lora_; }
+    const std::string& lora_signature() const { return lora_signature_; }
+    // The factors the method uploads ("A/<i>", "B/<i>"), and every factor's shape.
+    TensorMap lora_factors() const;
+    std::map<std::string, std::vector<int64_t>> lora_factor_shapes() const;
+    double lora_scale() const { return adapted_.alpha / static_cast<double>(adapted_.rank); }
+    // Applies a download at the start of `round`: factors are copied in; FLoRA stacks are merged
+    // into W0 and the LoRA restarts (fresh A drawn from (seed, round, client), B = 0, new moments).
+    void apply_lora_download(const TensorMap& download, int round);
 
     // Starts a round: no steps done yet.
     void begin_round() { progress_ = RoundProgress{}; }
@@ -118,6 +136,12 @@ private:
     std::vector<std::string> test_references_;
     LabelSet labels_;
     std::unique_ptr<SharedMiddle> shared_;        // h2tune methods only
+    bool lora_ = false;                           // a LoRA baseline
+    bool dense_ = false;                          // h2tune-dense
+    torch::Tensor dense_bank_;                    // h2tune-dense: the bank received this round
+    LoraExchange lora_exchange_;
+    std::string lora_signature_;
+    uint64_t seed_ = 0;
     std::unique_ptr<AlternatingTrainer> trainer_;
     double majority_rate_ = 0;
     int64_t steps_per_round_ = 0;

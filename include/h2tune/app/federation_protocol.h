@@ -13,6 +13,7 @@
 #include <torch/types.h>
 
 #include "h2tune/app/client_runtime.h"
+#include "h2tune/app/lora_baselines.h"
 #include "h2tune/comm/communicator.h"
 #include "h2tune/core/job_config.h"
 #include "h2tune/core/wire.h"
@@ -34,6 +35,9 @@ struct FederatedServer {
     std::vector<torch::Tensor> grad_scale;  // per client: mean |dL/dT| per module [M], same upload
     std::vector<torch::Tensor> new_masks;   // per client: masks re-selected this round (undefined: none)
     std::vector<double> mask_changed;       // per client: share of mask entries replaced this round
+    bool dense = false;                     // h2tune-dense: whole bank down, whole matrices up
+    bool lora_method = false;               // a LoRA baseline instead of H2Tune
+    LoraServer lora;
 };
 
 // Test hook: H2TUNE_INJECT_FAULT="KIND:CLIENT:ROUND" corrupts that client's payload, with KIND
@@ -62,12 +66,26 @@ bool mask_refresh_due(const FederationConfig& federation, int round);
 void refresh_masks(FederatedServer& server, const FederationConfig& federation, int round,
                    const std::vector<bool>& participating);
 
+// LoRA baselines, once at start: every client tells rank 0 its group signature, factor shapes and
+// scale; rank 0 forms the groups (printed) and tells every rank which of its clients are grouped.
+// Returns the group of every client (-1: alone, trains locally).
+std::vector<int> configure_lora_groups(Communicator& comm, const std::vector<std::unique_ptr<ClientRuntime>>& clients,
+                                       FederatedServer& server, size_t num_clients, const std::string& method);
+// LoRA baselines, at the start of a round: each participating grouped client receives what is
+// pending for it (the group's state after its last aggregation, or FLoRA's stacks) and applies it.
+// Returns the download bytes per hosted client.
+std::map<int, double> send_lora_downloads(Communicator& comm, const std::vector<std::unique_ptr<ClientRuntime>>& clients,
+                                          FederatedServer& server, const std::vector<bool>& participating,
+                                          size_t num_clients, int round);
+
 void exchange_masks(const Communicator& comm, const std::vector<std::unique_ptr<ClientRuntime>>& clients,
                     FederatedServer& server, size_t num_clients, const FaultInjection& fault);
 // Returns the download bytes per hosted client (client index -> bytes).
 std::map<int, double> send_downloads(Communicator& comm, const std::vector<std::unique_ptr<ClientRuntime>>& clients,
                                      const FederatedServer& server, const std::vector<bool>& participating,
                                      size_t num_clients);
+// `federated`: the client sends values this round (H2Tune middle values, or a grouped LoRA
+// baseline client's factors).
 void pack_upload(ByteWriter& out, ClientRuntime& client, const ClientRoundMetrics& m, bool participated,
                  bool federated, const FaultInjection& fault, int round, double bytes_down);
 

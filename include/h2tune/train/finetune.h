@@ -63,6 +63,8 @@ public:
     // count per parameter ("step", "exp_avg/<i>", "exp_avg_sq/<i>", "adam_step/<i>"; parameters
     // that have not been stepped yet have no entries). Copies, so later steps do not change them.
     std::map<std::string, torch::Tensor> state() const;
+    // Forgets AdamW's moments (a restarted LoRA); the global step, hence the schedule, goes on.
+    void clear_moments();
     // Restores state(); throws ModelError when shapes do not match the parameters.
     void load_state(const std::map<std::string, torch::Tensor>& state);
     torch::optim::Optimizer& optimizer();
