@@ -19,7 +19,8 @@ PACKAGES=(cmake g++ make git pkg-config ca-certificates
           libhdf5-dev hdf5-tools
           libboost-program-options-dev libgtest-dev googletest nlohmann-json3-dev
           wordnet-base fortunes fortunes-min
-          python3-h5py python3-numpy python3-matplotlib)
+          python3-h5py python3-numpy python3-matplotlib
+          slurm-wlm munge)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

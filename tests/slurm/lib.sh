@@ -2,7 +2,7 @@
 # Arguments the tests receive: H2TUNE (the executable), MODEL_DIR (tiny test model), WORK (scratch).
 SLURM_TEST_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$SLURM_TEST_DIR/../.." && pwd)
-eval "$("$SLURM_TEST_DIR/slurm_cluster.sh" env)"
+eval "$(bash "$SLURM_TEST_DIR/slurm_cluster.sh" env)"
 export SLURM_CONF
 
 fail() { echo "${TEST_NAME:-slurm test}: FAIL: $*"; exit 1; }
@@ -12,7 +12,7 @@ say() { printf '[%s %(%H:%M:%S)T] %s\n' "${TEST_NAME:-slurm test}" -1 "$*"; }
 require_cluster() {
   command -v sbatch >/dev/null 2>&1 ||
     fail "sbatch not found: install Debian's slurm-wlm and munge (apt-get install -y slurm-wlm munge)"
-  scontrol ping >/dev/null 2>&1 ||
+  [[ -f $SLURM_CONF ]] && timeout 20 scontrol ping >/dev/null 2>&1 ||
     fail "no SLURM controller answers at $SLURM_CONF (tests/slurm/slurm_cluster.sh start)"
 }
 
