@@ -64,7 +64,16 @@ ClientRuntime::ClientRuntime(const JobConfig& job, int client_index, int64_t glo
     if (lora_ && lora_exchange_.freeze_A)
         for (auto& a : adapted_.adapters) a->lora_A.set_requires_grad(false);
 
-    auto train = read_jsonl(paths_.train_file, config_.train_examples);
+    const auto [shard, shards] = config_.shard_of();
+    auto train = read_jsonl(paths_.train_file, shards > 1 ? 0 : config_.train_examples);
+    if (shards > 1) {  // a disjoint split: every shards-th example, then the cap
+        std::vector<Example> mine;
+        for (size_t i = static_cast<size_t>(shard); i < train.size(); i += static_cast<size_t>(shards)) mine.push_back(train[i]);
+        if (config_.train_examples > 0 && static_cast<int64_t>(mine.size()) > config_.train_examples)
+            mine.resize(static_cast<size_t>(config_.train_examples));
+        if (mine.empty()) throw DataError(paths_.train_file + ": shard " + config_.shard + " holds no examples");
+        train = std::move(mine);
+    }
     auto test = read_jsonl(paths_.test_file, config_.test_examples);
     std::vector<std::string> label_names;
     if (!config_.labels.empty()) {

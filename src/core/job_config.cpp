@@ -232,6 +232,7 @@ const std::vector<Field<ClientConfig>>& client_fields() {
         string_field("labels", &C::labels),
         int_field("rank", &C::rank, 0, 4096),
         choice_field("resource", &C::resource, {"low", "medium", "high"}),
+        string_field("shard", &C::shard),
         int_field("train_examples", &C::train_examples, 0, 1LL << 40),
         int_field("test_examples", &C::test_examples, 0, 1LL << 40),
         real_field("lr", &C::lr, 0.0, 10.0, true),
@@ -324,6 +325,27 @@ bool is_known_key(const std::string& full) {
     return false;
 }
 
+}  // namespace
+
+std::pair<int64_t, int64_t> ClientConfig::shard_of() const {
+    if (shard.empty()) return {0, 1};
+    const auto slash = shard.find('/');
+    size_t a = 0, b = 0;
+    int64_t k = -1, n = 0;
+    try {
+        if (slash == std::string::npos) throw std::invalid_argument("no slash");
+        k = std::stoll(shard.substr(0, slash), &a);
+        n = std::stoll(shard.substr(slash + 1), &b);
+    } catch (const std::exception&) {
+        throw ConfigError("expected K/N (for example 0/3), got '" + shard + "'");
+    }
+    if (a != slash || b != shard.size() - slash - 1 || n < 1 || k < 0 || k >= n)
+        throw ConfigError("expected K/N with 0 <= K < N, got '" + shard + "'");
+    return {k, n};
+}
+
+namespace {
+
 void validate(JobConfig& cfg) {
     const std::string src = cfg.source.empty() ? "job" : cfg.source;
     if (cfg.clients.empty())
@@ -338,6 +360,13 @@ void validate(JobConfig& cfg) {
         if (r > R)
             throw ConfigError(src + ": option '" + key + ".rank': rank " + std::to_string(r) +
                               " exceeds federation.max_rank = " + std::to_string(R));
+        if (!c.shard.empty()) {
+            try {
+                (void)c.shard_of();
+            } catch (const ConfigError& e) {
+                throw ConfigError(src + ": option '" + key + ".shard': " + e.what());
+            }
+        }
         if (c.task.empty() && (c.train_file.empty() || c.test_file.empty()))
             throw ConfigError(src + ": " + key + ": give either 'task' or both 'train_file' and 'test_file'");
     }

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace h2tune {
@@ -61,7 +62,8 @@ struct ClientConfig {
     std::string labels;                // comma-separated label set; default from task.json
     int rank = 0;                      // r_k; 0 = from resource
     std::string resource = "high";     // low | medium | high -> R/4, R/2, R
-    int64_t train_examples = 0;        // cap (0 = all)
+    std::string shard;                 // "K/N": train on examples K, K+N, K+2N, ... (disjoint splits)
+    int64_t train_examples = 0;        // cap (0 = all), applied after sharding
     int64_t test_examples = 0;         // cap (0 = all)
     double lr = 2e-4;
     double weight_decay = 0.0;
@@ -72,6 +74,8 @@ struct ClientConfig {
     int ranks_per_client = 1;          // data-parallel group size
 
     int effective_rank(int max_rank) const;
+    // The parsed shard (index, count); (0, 1) when unset. Validated when the job is loaded.
+    std::pair<int64_t, int64_t> shard_of() const;
 };
 
 struct JobConfig {
