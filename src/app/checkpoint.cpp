@@ -53,7 +53,7 @@ void write_tensor_file(const std::string& path, const TensorMap& tensors,
         for (const auto& [key, value] : tensors) {
             if (!value.defined()) continue;
             const DtypeInfo& d = dtype_of(value.scalar_type(), key);
-            torch::Tensor c = value.detach().contiguous();
+            torch::Tensor c = value.detach().cpu().contiguous();
             std::vector<int64_t> shape(c.sizes().begin(), c.sizes().end());
             if (shape.empty()) shape = {1};
             f.write_array("/state/" + key, d.h5, shape, c.data_ptr());

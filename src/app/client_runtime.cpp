@@ -16,6 +16,14 @@ namespace fs = std::filesystem;
 namespace h2tune {
 
 namespace {
+Batch to_device(Batch b, torch::Device device) {
+    if (device.is_cpu()) return b;
+    b.input_ids = b.input_ids.to(device, /*non_blocking=*/true);
+    b.attention_mask = b.attention_mask.to(device, true);
+    b.labels = b.labels.to(device, true);
+    return b;
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -32,8 +40,8 @@ ClientPaths resolve_client_paths(const ClientConfig& c) {
     return p;
 }
 
-ClientRuntime::ClientRuntime(const JobConfig& job, int client_index, int64_t global_layers)
-    : config_(job.clients.at(static_cast<size_t>(client_index))), federation_(job.federation) {
+ClientRuntime::ClientRuntime(const JobConfig& job, int client_index, int64_t global_layers, torch::Device device)
+    : config_(job.clients.at(static_cast<size_t>(client_index))), federation_(job.federation), device_(device) {
     const std::string key = "client." + std::to_string(client_index);
     paths_ = resolve_client_paths(config_);
     if (!fs::exists(fs::path(paths_.model_dir) / "config.json"))
@@ -60,7 +68,8 @@ ClientRuntime::ClientRuntime(const JobConfig& job, int client_index, int64_t glo
         for (unsigned char ch : lora_signature_) h = (h ^ ch) * 1099511628211ULL;
         init_key = stream_key(seed, 0xada5, h);
     }
-    adapted_ = attach_adapters(model, federation_.modules, rank, federation_.alpha, init_key);
+    model->to(device_);
+    adapted_ = attach_adapters(model, federation_.modules, rank, federation_.alpha, init_key, device_);
     if (lora_ && lora_exchange_.freeze_A)
         for (auto& a : adapted_.adapters) a->lora_A.set_requires_grad(false);
 
@@ -125,6 +134,7 @@ ClientRuntime::ClientRuntime(const JobConfig& job, int client_index, int64_t glo
         so.sigma = federation_.relation_sigma;
         so.mask_key = stream_key(seed, 0x3a5c, static_cast<uint64_t>(client_index));
         so.track_taylor = federation_.mask_refresh > 0 && federation_.mask_score == "taylor";
+        so.device = device_;
         shared_ = std::make_unique<SharedMiddle>(so);
         dense_ = method == "h2tune-dense";
         for (const auto& type : adapted_.module_types) {
@@ -153,8 +163,8 @@ torch::Tensor ClientRuntime::dense_values(const torch::Tensor& values) const {
     const auto& o = shared_->options();
     torch::Tensor bank = dense_bank_.defined() ? dense_bank_
                                                : torch::zeros({o.global_layers, o.modules, o.max_rank * o.max_rank});
-    torch::Tensor dense = relation_mix(shared_->relation().detach(), bank).contiguous();
-    dense.scatter_(2, shared_->masks().unsqueeze(0).expand({o.layers, -1, -1}).contiguous(), values);
+    torch::Tensor dense = relation_mix(shared_->relation().detach().cpu(), bank).contiguous();
+    dense.scatter_(2, shared_->masks().unsqueeze(0).expand({o.layers, -1, -1}).contiguous(), values.cpu());
     return dense;
 }
 
@@ -168,8 +178,8 @@ TensorMap ClientRuntime::lora_factors() const {
     TensorMap out;
     for (size_t i = 0; i < adapted_.adapters.size(); ++i) {
         const std::string n = std::to_string(i);
-        if (lora_exchange_.upload_A) out["A/" + n] = adapted_.adapters[i]->lora_A.detach().clone();
-        if (lora_exchange_.upload_B) out["B/" + n] = adapted_.adapters[i]->lora_B.detach().clone();
+        if (lora_exchange_.upload_A) out["A/" + n] = adapted_.adapters[i]->lora_A.detach().cpu().clone();
+        if (lora_exchange_.upload_B) out["B/" + n] = adapted_.adapters[i]->lora_B.detach().cpu().clone();
     }
     return out;
 }
@@ -204,16 +214,19 @@ void ClientRuntime::apply_lora_download(const TensorMap& download, int round) {
         if (B != download.end()) a->lora_B.copy_(B->second);
         auto sA = download.find("stackA/" + n), sB = download.find("stackB/" + n);
         if (sA != download.end() && sB != download.end()) {
-            base_weight(adapted_, i).add_(torch::matmul(sB->second, sA->second));
+            base_weight(adapted_, i).add_(torch::matmul(sB->second.to(device_), sA->second.to(device_)));
             merged = true;
         }
     }
     if (merged) {
         // FLoRA: a fresh LoRA for the next round, drawn from (seed, round, client).
+        // Drawn on the CPU so that every device restarts from the same values.
         torch::manual_seed(stream_key(seed_, 0xf10a, static_cast<uint64_t>(round), static_cast<uint64_t>(config_.index)) &
                            0x7fffffffffffffffULL);
         for (auto& a : adapted_.adapters) {
-            torch::nn::init::kaiming_uniform_(a->lora_A, std::sqrt(5.0));
+            torch::Tensor fresh = torch::empty(a->lora_A.sizes());
+            torch::nn::init::kaiming_uniform_(fresh, std::sqrt(5.0));
+            a->lora_A.copy_(fresh);
             a->lora_B.zero_();
         }
         trainer_->specific_trainer().clear_moments();
@@ -228,8 +241,8 @@ ClientUploadValues ClientRuntime::upload_values(bool with_taylor) const {
         u.grad_scale = shared_->taylor().grad_scale().contiguous();
     }
     u.masks = shared_->masks();
-    u.relation = shared_->relation().detach().contiguous();
-    u.values = shared_->middle_values().detach().contiguous();
+    u.relation = shared_->relation().detach().cpu().contiguous();
+    u.values = shared_->middle_values().detach().cpu().contiguous();
     u.samples = static_cast<double>(loader_->size());
     return u;
 }
@@ -248,7 +261,7 @@ bool ClientRuntime::train_round(int round, const volatile std::sig_atomic_t* sto
     RoundProgress& p = progress_;
     if (!alternate || federation_.alternate == "step") {
         while (p.steps_done < steps_per_round_) {
-            Batch batch = loader_->next();
+            Batch batch = to_device(loader_->next(), device_);
             if (!alternate) {
                 p.loss_sum += trainer_->joint_step(batch);
             } else {
@@ -266,14 +279,14 @@ bool ClientRuntime::train_round(int round, const volatile std::sig_atomic_t* sto
         const DataLoader::Position start = loader_->position();
         std::vector<torch::Tensor> teachers;
         for (int64_t s = 0; s < steps_per_round_; ++s) {
-            Batch batch = loader_->next();
+            Batch batch = to_device(loader_->next(), device_);
             torch::Tensor teacher;
             trainer_->shared_step(batch, &teacher);
             teachers.push_back(teacher);
         }
         loader_->set_position(start);
         for (int64_t s = 0; s < steps_per_round_; ++s) {
-            Batch batch = loader_->next();
+            Batch batch = to_device(loader_->next(), device_);
             p.loss_sum += trainer_->specific_step(batch, teachers[static_cast<size_t>(s)]);
             p.tokens += static_cast<double>(batch.tokens);
         }
@@ -308,20 +321,20 @@ std::map<std::string, torch::Tensor> ClientRuntime::state() const {
     torch::NoGradGuard no_grad;
     std::map<std::string, torch::Tensor> out;
     const auto params = adapted_.adapter_parameters();
-    for (size_t i = 0; i < params.size(); ++i) out["adapter/" + std::to_string(i)] = params[i].detach().clone();
+    for (size_t i = 0; i < params.size(); ++i) out["adapter/" + std::to_string(i)] = params[i].detach().cpu().clone();
     if (shared_) {
-        out["shared/z"] = shared_->relation_logits().detach().clone();
+        out["shared/z"] = shared_->relation_logits().detach().cpu().clone();
         out["shared/masks"] = shared_->masks().clone();
-        out["shared/residual"] = shared_->residual().detach().clone();
-        out["shared/slices"] = shared_->received_slices().clone();
+        out["shared/residual"] = shared_->residual().detach().cpu().clone();
+        out["shared/slices"] = shared_->received_slices().cpu().clone();
         out["shared/taylor_scores"] = shared_->taylor().scores().clone();
         out["shared/taylor_grad_scale"] = shared_->taylor().grad_scale().clone();
         out["shared/taylor_steps"] = scalar_i64(shared_->taylor().steps());
     }
-    for (auto& [key, value] : trainer_->state()) out["optim/" + key] = value;
+    for (auto& [key, value] : trainer_->state()) out["optim/" + key] = value.cpu();
     if (lora_ && lora_exchange_.merge)  // FLoRA has merged stacks into W0
         for (size_t i = 0; i < adapted_.adapters.size(); ++i)
-            out["base/" + std::to_string(i)] = base_weight(adapted_, i).detach().clone();
+            out["base/" + std::to_string(i)] = base_weight(adapted_, i).detach().cpu().clone();
     const DataLoader::Position pos = loader_->position();
     out["loader/epoch"] = scalar_i64(pos.epoch);
     out["loader/offset"] = scalar_i64(pos.offset);

@@ -7,6 +7,7 @@
 #include <limits>
 #include <map>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -38,7 +39,7 @@ constexpr const char* kJobCopy = "job.ini";  // the resolved job, written beside
 const std::vector<std::string> kRoundMetrics = {"aggregate_seconds", "round_seconds"};
 const std::vector<std::string> kClientInfo = {"majority_rate", "rank",           "layers",
                                               "adapter_parameters", "train_examples", "test_examples",
-                                              "steps_per_round", "host_rank"};
+                                              "steps_per_round", "host_rank", "device"};
 
 // Rank 0 receives [client, v_0 .. v_{n-1}] records from every rank and sorts them by client.
 std::vector<std::vector<double>> gather_records(const Communicator& comm, const std::vector<double>& local,
@@ -199,6 +200,17 @@ void print_round(RoundTable& table, size_t K, int round, int rounds, double roun
     std::fflush(stdout);
 }
 
+// The rank's node-local GPU when LibTorch has CUDA (local rank modulo the visible devices, so
+// one GPU per task under SLURM and round-robin over a node's GPUs under mpirun), else the CPU.
+// H2TUNE_DEVICE=cpu forces the CPU.
+torch::Device rank_device(const Communicator& comm) {
+    const char* forced = std::getenv("H2TUNE_DEVICE");
+    if (forced && std::string(forced) == "cpu") return torch::kCPU;
+    if (!torch::cuda::is_available()) return torch::kCPU;
+    const auto count = static_cast<int>(torch::cuda::device_count());
+    return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(comm.local_rank() % count));
+}
+
 bool is_h2tune_method(const std::string& m) { return m.compare(0, 6, "h2tune") == 0; }
 
 // The ablation methods are h2tune with one component changed; the change is written into the
@@ -309,8 +321,9 @@ int cmd_train(const Args& args) {
     std::vector<double> info;
     const int64_t global_layers = h2 ? resolve_global_layers(job) : 0;
     const RaiseSignalHook raise_hook = RaiseSignalHook::from_environment();
+    const torch::Device device = rank_device(comm);
     for (size_t k = static_cast<size_t>(comm.rank()); k < K; k += static_cast<size_t>(comm.size())) {
-        clients.push_back(std::make_unique<ClientRuntime>(job, static_cast<int>(k), global_layers));
+        clients.push_back(std::make_unique<ClientRuntime>(job, static_cast<int>(k), global_layers, device));
         auto& c = *clients.back();
         if (raise_hook.active() && raise_hook.client == static_cast<int>(k))
             c.set_step_hook([raise_hook](int round, int64_t step) {
@@ -320,7 +333,8 @@ int cmd_train(const Args& args) {
         info.insert(info.end(), {static_cast<double>(k), c.majority_rate(), static_cast<double>(c.rank()),
                                  static_cast<double>(c.num_layers()), static_cast<double>(c.trainable_parameters()),
                                  static_cast<double>(c.train_size()), static_cast<double>(c.test_size()),
-                                 static_cast<double>(c.steps_per_round()), static_cast<double>(comm.rank())});
+                                 static_cast<double>(c.steps_per_round()), static_cast<double>(comm.rank()),
+                                 device.is_cuda() ? static_cast<double>(device.index()) : -1.0});
     }
     auto info_table = gather_records(comm, info, kClientInfo.size(), K);
 

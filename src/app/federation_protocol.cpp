@@ -27,7 +27,7 @@ enum Column { kTrainLoss, kAccuracy, kAccuracyGenerate, kTokens, kBytesUp, kByte
               kTrainSeconds, kEvalSeconds, kExcluded, kParticipated, kMaskChanged, kColumns };
 
 void put_tensor_f32(ByteWriter& w, const torch::Tensor& t) {
-    torch::Tensor c = t.to(torch::kFloat32).contiguous();
+    torch::Tensor c = t.to(torch::kCPU, torch::kFloat32).contiguous();
     w.put_array(c.data_ptr<float>(), static_cast<size_t>(c.numel()));
 }
 

@@ -39,7 +39,7 @@ void put_tensor_map(ByteWriter& w, const TensorMap& tensors) {
     w.put<uint32_t>(static_cast<uint32_t>(tensors.size()));
     for (const auto& [name, t] : tensors) {
         w.put_string(name);
-        torch::Tensor c = t.detach().to(torch::kFloat32).contiguous();
+        torch::Tensor c = t.detach().to(torch::kCPU, torch::kFloat32).contiguous();
         w.put<uint8_t>(static_cast<uint8_t>(c.dim()));
         for (int64_t d = 0; d < c.dim(); ++d) w.put<int64_t>(c.size(d));
         w.put_array(c.data_ptr<float>(), static_cast<size_t>(c.numel()));

@@ -40,9 +40,10 @@ void TaylorScore::accumulate(const torch::Tensor& values, const torch::Tensor& g
         values.size(2) != scores_.size(1))
         throw ModelError("Taylor score: values and gradient must both be [L_k, M, r^2]");
     torch::NoGradGuard no_grad;
+    // The statistics live on the CPU (they travel to rank 0); T may be on a GPU.
     const torch::Tensor g = grad.detach().abs();
-    const torch::Tensor step_scores = (values.detach() * grad.detach()).abs().sum(0);
-    const torch::Tensor step_scale = g.mean(std::vector<int64_t>{0, 2});
+    const torch::Tensor step_scores = (values.detach() * grad.detach()).abs().sum(0).cpu();
+    const torch::Tensor step_scale = g.mean(std::vector<int64_t>{0, 2}).cpu();
     // Bias-free start: the first step sets the average instead of blending with zeros.
     const double keep = steps_ == 0 ? 0.0 : decay_;
     scores_.mul_(keep).add_(step_scores, 1.0 - keep);

@@ -17,16 +17,17 @@ SharedMiddle::SharedMiddle(const SharedMiddleOptions& o) : options_(o) {
         rows.push_back(select_mask(initial_mask_scores(stream_key(o.mask_key, static_cast<uint64_t>(m)), o.max_rank),
                                    o.rank, o.max_rank, o.mask));
     masks_ = torch::stack(rows);
+    const auto on_device = torch::TensorOptions().dtype(torch::kFloat32).device(o.device);
     if (o.align == "end") {
-        fixed_ = relation_end(o.global_layers, o.layers);
-        z_ = torch::zeros({o.global_layers, o.layers});
+        fixed_ = relation_end(o.global_layers, o.layers).to(o.device);
+        z_ = torch::zeros({o.global_layers, o.layers}, on_device);
     } else {
-        z_ = relation_prior(o.global_layers, o.layers, o.sigma);
+        z_ = relation_prior(o.global_layers, o.layers, o.sigma).to(o.device);
         if (o.align == "relation") z_.set_requires_grad(true);
         else if (o.align != "depth") throw ConfigError("shared middle: unknown align '" + o.align + "'");
     }
-    d_ = torch::zeros({o.layers, o.modules, entries()}).set_requires_grad(true);
-    slices_ = torch::zeros({o.global_layers, o.modules, entries()});
+    d_ = torch::zeros({o.layers, o.modules, entries()}, on_device).set_requires_grad(true);
+    slices_ = torch::zeros({o.global_layers, o.modules, entries()}, on_device);
     taylor_ = TaylorScore(o.modules, entries());
 }
 
@@ -46,7 +47,7 @@ void SharedMiddle::begin_round(const torch::Tensor& slices) {
     if (slices.dim() != 3 || slices.size(0) != o.global_layers || slices.size(1) != o.modules ||
         slices.size(2) != entries())
         throw CommError("received bank slices have the wrong shape");
-    slices_ = slices.to(torch::kFloat32).contiguous();
+    slices_ = slices.to(options_.device, torch::kFloat32).contiguous();
     torch::NoGradGuard no_grad;
     d_.zero_();
 }
@@ -96,7 +97,7 @@ void SharedMiddle::load_state(const torch::Tensor& z, const torch::Tensor& masks
     z_.copy_(z);
     d_.copy_(residual);
     masks_ = m;
-    slices_ = slices.to(torch::kFloat32).contiguous().clone();
+    slices_ = slices.to(options_.device, torch::kFloat32).contiguous().clone();
 }
 
 }  // namespace h2tune

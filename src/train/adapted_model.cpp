@@ -34,7 +34,7 @@ std::map<std::string, torch::Tensor> AdaptedModel::peft_state() const {
 }
 
 AdaptedModel attach_adapters(LlamaForCausalLM model, const std::vector<std::string>& modules, int64_t rank,
-                             double alpha, uint64_t init_key) {
+                             double alpha, uint64_t init_key, torch::Device device) {
     for (auto& p : model->parameters()) p.set_requires_grad(false);
     AdaptedModel out;
     out.model = model;
@@ -48,6 +48,7 @@ AdaptedModel attach_adapters(LlamaForCausalLM model, const std::vector<std::stri
             Projection proj = model->projection(layer, llama_projection_names()[m]);
             TripleAdapter adapter(TripleAdapterOptions(proj->options.in_features(), proj->options.out_features(), rank)
                                       .alpha(alpha));
+            adapter->to(device);
             proj->set_adapter(adapter.ptr());
             out.names.push_back("model.layers." + std::to_string(layer) + "." +
                                 (m < 4 ? "self_attn." : "mlp.") + llama_projection_names()[m]);

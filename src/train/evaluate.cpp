@@ -11,9 +11,12 @@ namespace h2tune {
 
 namespace {
 
-torch::Tensor to_ids(const std::vector<int32_t>& ids) {
+// The device of the model's weights: inputs go there, scores come back to the CPU.
+torch::Device model_device(LlamaForCausalLM& model) { return model->parameters().front().device(); }
+
+torch::Tensor to_ids(const std::vector<int32_t>& ids, torch::Device device) {
     std::vector<int64_t> wide(ids.begin(), ids.end());
-    return torch::tensor(wide, torch::kInt64).unsqueeze(0);
+    return torch::tensor(wide, torch::kInt64).unsqueeze(0).to(device);
 }
 
 std::string trim(const std::string& s) {
@@ -49,25 +52,30 @@ std::vector<double> score_candidates(LlamaForCausalLM& model, const std::vector<
     // Every candidate needs a first token (it is scored from the prompt's last position).
     if (C == 0 || any_empty || prompt.empty()) throw DataError("scoring needs a prompt and non-empty candidates");
 
+    const torch::Device dev = model_device(model);
     KvCache cache;
-    torch::Tensor prompt_ids = to_ids(prompt);
+    torch::Tensor prompt_ids = to_ids(prompt, dev);
     torch::Tensor prompt_mask = torch::ones_like(prompt_ids);
     torch::Tensor prompt_logits = model->forward_with_cache(prompt_ids, prompt_mask, {}, &cache);
     // The first candidate token is predicted by the prompt's last position.
-    torch::Tensor first_logp = torch::log_softmax(prompt_logits[0][-1], -1);
+    torch::Tensor first_logp = torch::log_softmax(prompt_logits[0][-1], -1).cpu();
 
     // Candidates right-padded into one batch that attends to C copies of the prompt cache.
     const int64_t L = static_cast<int64_t>(max_len);
     torch::Tensor ids = torch::zeros({C, L}, torch::kInt64);
     torch::Tensor mask = torch::zeros({C, L}, torch::kInt64);
+    auto ids_a = ids.accessor<int64_t, 2>();
+    auto mask_a = mask.accessor<int64_t, 2>();
     for (int64_t c = 0; c < C; ++c)
         for (size_t t = 0; t < candidates[static_cast<size_t>(c)].size(); ++t) {
-            ids[c][static_cast<int64_t>(t)] = candidates[static_cast<size_t>(c)][t];
-            mask[c][static_cast<int64_t>(t)] = 1;
+            ids_a[c][static_cast<int64_t>(t)] = candidates[static_cast<size_t>(c)][t];
+            mask_a[c][static_cast<int64_t>(t)] = 1;
         }
+    ids = ids.to(dev);
+    mask = mask.to(dev);
     KvCache expanded = cache.repeat_interleave(C);
     torch::Tensor full_mask = torch::cat({expanded.mask, mask}, 1);
-    torch::Tensor logp = torch::log_softmax(model->forward_with_cache(ids, full_mask, {}, &expanded), -1);
+    torch::Tensor logp = torch::log_softmax(model->forward_with_cache(ids, full_mask, {}, &expanded), -1).cpu();
 
     std::vector<double> scores(static_cast<size_t>(C));
     auto first = first_logp.accessor<float, 1>();
@@ -91,7 +99,7 @@ std::vector<double> score_candidates_naive(LlamaForCausalLM& model, const std::v
     for (const auto& cand : candidates) {
         std::vector<int32_t> seq = prompt;
         seq.insert(seq.end(), cand.begin(), cand.end());
-        torch::Tensor logp = torch::log_softmax(model->forward(to_ids(seq)), -1)[0];
+        torch::Tensor logp = torch::log_softmax(model->forward(to_ids(seq, model_device(model))), -1)[0].cpu();
         auto lp = logp.accessor<float, 2>();
         double s = 0;
         for (size_t t = 0; t < cand.size(); ++t) s += lp[static_cast<int64_t>(prompt.size() + t) - 1][cand[t]];
@@ -103,8 +111,9 @@ std::vector<double> score_candidates_naive(LlamaForCausalLM& model, const std::v
 std::vector<int32_t> greedy_generate(LlamaForCausalLM& model, const std::vector<int32_t>& prompt,
                                      int64_t max_new_tokens, int32_t eos_id) {
     torch::NoGradGuard no_grad;
+    const torch::Device dev = model_device(model);
     KvCache cache;
-    torch::Tensor ids = to_ids(prompt);
+    torch::Tensor ids = to_ids(prompt, dev);
     torch::Tensor mask = torch::ones_like(ids);
     std::vector<int32_t> out;
     for (int64_t i = 0; i < max_new_tokens; ++i) {
@@ -112,8 +121,8 @@ std::vector<int32_t> greedy_generate(LlamaForCausalLM& model, const std::vector<
         int32_t next = static_cast<int32_t>(logits[0][-1].argmax().item<int64_t>());
         if (next == eos_id) break;
         out.push_back(next);
-        ids = torch::full({1, 1}, static_cast<int64_t>(next), torch::kInt64);
-        mask = torch::ones({1, cache.length() + 1}, torch::kInt64);
+        ids = torch::full({1, 1}, static_cast<int64_t>(next), torch::TensorOptions().dtype(torch::kInt64).device(dev));
+        mask = torch::ones({1, cache.length() + 1}, torch::TensorOptions().dtype(torch::kInt64).device(dev));
     }
     return out;
 }

@@ -60,8 +60,10 @@ struct ClientUploadValues {
 
 class ClientRuntime {
 public:
-    // `global_layers` is L_g (used by the h2tune methods; ignored by local).
-    ClientRuntime(const JobConfig& job, int client_index, int64_t global_layers = 0);
+    // `global_layers` is L_g (used by the h2tune methods; ignored by local). The model, adapters
+    // and shared parameters live on `device`; everything the client hands out is on the CPU.
+    ClientRuntime(const JobConfig& job, int client_index, int64_t global_layers = 0,
+                  torch::Device device = torch::kCPU);
 
     bool shares_middle() const { return shared_ != nullptr; }
     // Start of an H2Tune round: the received bank slices G[:, m, Omega_m] ([L_g, M, r^2]).
@@ -137,6 +139,7 @@ private:
     LabelSet labels_;
     std::unique_ptr<SharedMiddle> shared_;        // h2tune methods only
     bool lora_ = false;                           // a LoRA baseline
+    torch::Device device_ = torch::kCPU;
     bool dense_ = false;                          // h2tune-dense
     torch::Tensor dense_bank_;                    // h2tune-dense: the bank received this round
     LoraExchange lora_exchange_;

@@ -26,6 +26,7 @@ struct SharedMiddleOptions {
     double tau = 1.0, sigma = 0.5;
     uint64_t mask_key = 0;      // seeds the round-0 mask scores of this client
     bool track_taylor = false;  // keep Taylor statistics (mask_refresh with mask_score = taylor)
+    torch::Device device = torch::kCPU;  // where Z, D and the slices live (the model's device)
 };
 
 class SharedMiddle {

@@ -31,8 +31,10 @@ const std::vector<std::string>& adapter_module_types();  // q, k, v, o, gate, up
 
 // Freezes every base parameter and attaches a rank-`rank` adapter to each projection whose
 // module type is in `modules`. Adapter initialisation draws from the seed `init_key`.
+// The adapters are drawn on the CPU (the same values on every device) and then moved to `device`,
+// which must be where the model is.
 AdaptedModel attach_adapters(LlamaForCausalLM model, const std::vector<std::string>& modules, int64_t rank,
-                             double alpha, uint64_t init_key);
+                             double alpha, uint64_t init_key, torch::Device device = torch::kCPU);
 // Loads adapter weights written by save_adapter (PEFT names); shapes must match.
 void load_adapter(AdaptedModel& adapted, const std::string& path);
 void save_adapter(const AdaptedModel& adapted, const std::string& path);
