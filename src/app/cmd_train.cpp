@@ -391,6 +391,7 @@ int cmd_train(const Args& args) {
     if (root) metrics->close();  // readable while round 0 runs
 
     FederatedServer server;
+    server.max_abs_value = job.federation.max_abs_value;
     std::vector<int> lora_groups;
     if (lora) {
         lora_groups = configure_lora_groups(comm, clients, server, K, job.run.method);

@@ -58,6 +58,16 @@ torch::Tensor get_mask_i32(ByteReader& r, std::vector<int64_t> shape) {
     return torch::from_blob(v.data(), shape, torch::kInt32).to(torch::kInt64);
 }
 
+// A finite but absurd update (a diverged client) would swamp the bank as surely as a NaN.
+std::string exploding(const torch::Tensor& values, double max_abs) {
+    if (max_abs <= 0 || values.numel() == 0) return "";
+    const double peak = values.abs().max().item<double>();
+    if (peak <= max_abs) return "";
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "values up to %.3g exceed federation.max_abs_value = %.3g", peak, max_abs);
+    return buf;
+}
+
 bool taylor_due(const FederationConfig& f, int round) {
     return f.mask_score == "taylor" && mask_refresh_due(f, round + 1);
 }
@@ -82,7 +92,8 @@ FaultInjection FaultInjection::from_environment() {
     f.kind = s.substr(0, a);
     f.client = std::stoi(s.substr(a + 1, b - a - 1));
     f.round = std::stoi(s.substr(b + 1));
-    if (f.kind != "nan" && f.kind != "truncate" && f.kind != "rank" && f.kind != "index" && f.kind != "stall")
+    if (f.kind != "nan" && f.kind != "explode" && f.kind != "truncate" && f.kind != "rank" && f.kind != "index" &&
+        f.kind != "stall")
         throw ConfigError("H2TUNE_INJECT_FAULT: unknown kind '" + f.kind + "'");
     if (f.kind == "stall") f.stall_seconds = std::getenv("H2TUNE_STALL_SECONDS") ? std::atof(std::getenv("H2TUNE_STALL_SECONDS")) : 5.0;
     return f;
@@ -329,12 +340,15 @@ void pack_upload(ByteWriter& out, ClientRuntime& client, const ClientRoundMetric
         TensorMap factors = client.lora_factors();
         if (fault.hits(k, round) && fault.kind == "nan" && !factors.empty())
             factors.begin()->second.view({-1})[0] = std::nanf("");
+        if (fault.hits(k, round) && fault.kind == "explode")
+            for (auto& kv : factors) kv.second.mul_(1e8);
         rec.put<double>(static_cast<double>(client.train_size()));
         put_tensor_map(rec, factors);
     } else if (sends_values) {
         const bool with_taylor = taylor_due(client.federation(), round);
         ClientUploadValues u = client.upload_values(with_taylor);
         if (fault.hits(k, round) && fault.kind == "nan") u.values.view({-1})[0] = std::nanf("");
+        if (fault.hits(k, round) && fault.kind == "explode") u.values.mul_(1e8);
         rec.put<double>(u.samples);
         rec.put<int64_t>(fault.hits(k, round) && fault.kind == "rank" ? u.masks.size(1) + 1 : client.shared()->options().rank);
         rec.put<int64_t>(u.relation.size(1));
@@ -383,7 +397,9 @@ RoundTable receive_uploads(const std::vector<Bytes>& parts, FederatedServer& ser
                     u.samples = r.get<double>();
                     u.factors = get_tensor_map(r);
                     if (!r.done()) throw DataError("trailing bytes in the record");
-                    const std::string why = server.lora.validate(u);
+                    std::string why = server.lora.validate(u);
+                    for (const auto& kv : u.factors)
+                        if (why.empty()) why = exploding(kv.second, server.max_abs_value);
                     if (!why.empty()) throw DataError(why);
                     t.columns["bytes_up"][static_cast<size_t>(k)] = static_cast<double>(r.position() - values_begin);
                     lora_accepted.push_back(std::move(u));
@@ -418,7 +434,8 @@ RoundTable receive_uploads(const std::vector<Bytes>& parts, FederatedServer& ser
                         throw DataError("Taylor scores must be finite and non-negative");
                 }
                 if (!r.done()) throw DataError("trailing bytes in the record");
-                const std::string why = validate_upload(u, server.shape);
+                std::string why = validate_upload(u, server.shape);
+                if (why.empty()) why = exploding(u.values, server.max_abs_value);
                 if (!why.empty()) throw DataError(why);
                 server.relations[static_cast<size_t>(k)] = u.relation;
                 if (taylor.defined()) {

@@ -214,6 +214,7 @@ const std::vector<Field<FederationConfig>>& federation_fields() {
         int_field("checkpoint_every", &F::checkpoint_every, 0, 100000),
         int_field("keep_checkpoints", &F::keep_checkpoints, 1, 1000),
         real_field("round_timeout", &F::round_timeout, 0.0, 1e9),
+        real_field("max_abs_value", &F::max_abs_value, 0.0, 1e30),
         int_field("eval_examples", &F::eval_examples, 0, 100000000),
         bool_field("eval_generate", &F::eval_generate),
     };

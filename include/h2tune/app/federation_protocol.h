@@ -36,13 +36,14 @@ struct FederatedServer {
     std::vector<torch::Tensor> new_masks;   // per client: masks re-selected this round (undefined: none)
     std::vector<double> mask_changed;       // per client: share of mask entries replaced this round
     bool dense = false;                     // h2tune-dense: whole bank down, whole matrices up
+    double max_abs_value = 0;               // reject uploads with a larger |value| (0 = no limit)
     bool lora_method = false;               // a LoRA baseline instead of H2Tune
     LoraServer lora;
 };
 
 // Test hook: H2TUNE_INJECT_FAULT="KIND:CLIENT:ROUND" corrupts that client's payload, with KIND
-// nan (NaN values), truncate (a cut-off record), rank (claims rank R + 1) or index (announces a
-// mask index past R*R; ROUND is ignored), or stall (the client's rank sleeps
+// nan (NaN values), explode (values scaled by 1e8), truncate (a cut-off record), rank (claims
+// rank R + 1) or index (announces a mask index past R*R; ROUND is ignored), or stall (the client's rank sleeps
 // H2TUNE_STALL_SECONDS, default 5, after training). Used by the MPI tests of exclusion.
 struct FaultInjection {
     std::string kind;

@@ -47,6 +47,7 @@ struct FederationConfig {
     int checkpoint_every = 1;
     int keep_checkpoints = 2;
     double round_timeout = 0.0;        // seconds; 0 = no limit
+    double max_abs_value = 1e4;        // uploads with a larger |value| are rejected (0 = no limit)
     int eval_examples = 0;             // cap on test examples per client per round (0 = all)
     bool eval_generate = true;         // also evaluate by greedy generation + exact match
 };
