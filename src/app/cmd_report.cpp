@@ -1,6 +1,18 @@
-// `h2tune report`: reads metrics.h5 files and prints (and optionally writes) per-client tables.
+// `h2tune report`: reads metrics.h5 files and prints (and optionally writes) tables.
+//
+// One run: one row per client (the original per-run table). Several runs (or a directory that
+// holds several, searched recursively): runs of the same scenario (the job's [run] name), the same
+// method and the same configuration apart from seed, output and threads form a group, and the
+// tables give per client and per (scenario, method) the mean and standard deviation over the
+// group's seeds.
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <limits>
+#include <map>
+#include <set>
 #include <sstream>
 
 #include "h2tune/app/cli.h"
@@ -9,27 +21,65 @@
 #include "h2tune/io/hdf5_file.h"
 
 namespace po = boost::program_options;
+namespace fs = std::filesystem;
 
 namespace h2tune {
 
 namespace {
 
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
 struct RunSummary {
     std::string path, method;
-    int64_t clients = 0, rounds = 0;
+    int64_t clients = 0, rounds = 0, rounds_planned = 0;
     std::vector<std::string> names;
     std::vector<double> majority, final_acc, final_gen, best_acc, bytes_up, bytes_down, seconds;
     std::vector<int64_t> best_round;
+    // Used by the grouped tables.
+    std::map<std::string, std::string> config;  // "section.key" -> value, from /config
+    std::string scenario, seed;
+    std::vector<double> rank, group, rounds_in;
+    double wall_seconds = 0;  // sum of /rounds/round_seconds
 };
 
-RunSummary summarise(const std::string& dir_or_file) {
+// "section.key" -> value of the resolved job stored as /config.
+std::map<std::string, std::string> parse_config(const std::string& text) {
+    std::map<std::string, std::string> out;
+    std::istringstream in(text);
+    std::string line, section;
+    auto trim = [](std::string s) {
+        const auto b = s.find_first_not_of(" \t\r");
+        const auto e = s.find_last_not_of(" \t\r");
+        return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
+    };
+    while (std::getline(in, line)) {
+        line = trim(line);
+        if (line.empty() || line[0] == '#') continue;
+        if (line.front() == '[' && line.back() == ']') {
+            section = line.substr(1, line.size() - 2);
+            continue;
+        }
+        const auto eq = line.find('=');
+        if (eq == std::string::npos) continue;
+        out[section + "." + trim(line.substr(0, eq))] = trim(line.substr(eq + 1));
+    }
+    return out;
+}
+
+std::string metrics_path_of(const std::string& dir_or_file) {
     std::string path = dir_or_file;
     if (path.size() < 3 || path.substr(path.size() - 3) != ".h5") path += "/metrics.h5";
+    return path;
+}
+
+RunSummary summarise(const std::string& dir_or_file) {
+    const std::string path = metrics_path_of(dir_or_file);
     Hdf5File f(path, Hdf5File::Mode::ReadOnly);
     RunSummary s;
     s.path = path;
     s.method = f.string_attribute("/", "method");
     s.clients = f.int_attribute("/", "num_clients");
+    s.rounds_planned = f.has_attribute("/", "rounds_planned") ? f.int_attribute("/", "rounds_planned") : 0;
     auto shape = f.dataset_shape("/metrics/test_accuracy");
     s.rounds = shape.at(0);
     if (s.rounds == 0) throw DataError(path + ": no completed rounds");
@@ -41,9 +91,10 @@ RunSummary summarise(const std::string& dir_or_file) {
     auto eval_s = f.read_doubles("/metrics/eval_seconds");
     s.majority = f.read_doubles("/clients/majority_rate");
     const int64_t K = s.clients;
+    auto finite_or_zero = [](double v) { return std::isfinite(v) ? v : 0.0; };
     for (int64_t k = 0; k < K; ++k) {
         s.names.push_back(f.string_attribute("/clients", "name_" + std::to_string(k)));
-        double best = -1, tu = 0, td = 0, sec = 0;
+        double best = -1, tu = 0, td = 0, sec = 0, last_acc = kNaN, last_gen = kNaN, in = 0;
         int64_t best_r = 0;
         for (int64_t r = 0; r < s.rounds; ++r) {
             const size_t i = static_cast<size_t>(r * K + k);
@@ -51,35 +102,38 @@ RunSummary summarise(const std::string& dir_or_file) {
                 best = acc[i];
                 best_r = r;
             }
-            tu += up[i];
-            td += down[i];
-            sec += train_s[i] + eval_s[i];
+            // "Final" is the last round the client was evaluated in (with partial participation
+            // a client that sat out the last round has NaN there).
+            if (std::isfinite(acc[i])) {
+                last_acc = acc[i];
+                last_gen = gen[i];
+                in += 1;
+            }
+            tu += finite_or_zero(up[i]);
+            td += finite_or_zero(down[i]);
+            sec += finite_or_zero(train_s[i]) + finite_or_zero(eval_s[i]);
         }
-        const size_t last = static_cast<size_t>((s.rounds - 1) * K + k);
-        s.final_acc.push_back(acc[last]);
-        s.final_gen.push_back(gen[last]);
+        s.final_acc.push_back(last_acc);
+        s.final_gen.push_back(last_gen);
         s.best_acc.push_back(best);
         s.best_round.push_back(best_r);
         s.bytes_up.push_back(tu);
         s.bytes_down.push_back(td);
         s.seconds.push_back(sec);
+        s.rounds_in.push_back(in);
     }
+    if (f.exists("/config")) s.config = parse_config(f.read_string("/config"));
+    s.scenario = s.config.count("run.name") ? s.config["run.name"] : "(unnamed)";
+    s.seed = s.config.count("run.seed") ? s.config["run.seed"] : "?";
+    s.rank = f.exists("/clients/rank") ? f.read_doubles("/clients/rank") : std::vector<double>(K, kNaN);
+    s.group = f.exists("/clients/group") ? f.read_doubles("/clients/group") : std::vector<double>();
+    if (f.exists("/rounds/round_seconds"))
+        for (double v : f.read_doubles("/rounds/round_seconds")) s.wall_seconds += finite_or_zero(v);
     return s;
 }
 
-}  // namespace
-
-int cmd_report(const Args& args) {
-    po::options_description desc("report options");
-    std::vector<std::string> runs;
-    desc.add_options()
-        ("runs", po::value<std::vector<std::string>>(&runs)->required(), "run directories or metrics.h5 files")
-        ("markdown", po::value<std::string>(), "also write the markdown table to this file")
-        ("csv", po::value<std::string>(), "also write a CSV table to this file");
-    po::variables_map vm;
-    if (!parse_command_options("report", "RUN_DIR... [--markdown FILE] [--csv FILE]", desc, args, vm, "runs")) return kExitOk;
-
-    std::ostringstream md, csv;
+// The original table: one row per client of each run.
+void per_run_tables(const std::vector<std::string>& runs, std::ostringstream& md, std::ostringstream& csv) {
     md << "| run | method | client | majority | final acc (score) | final acc (generate) | best acc | best round | "
           "bytes up | bytes down | seconds |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
     csv << "run,method,client,name,majority,final_accuracy,final_accuracy_generate,best_accuracy,best_round,bytes_up,"
@@ -88,7 +142,7 @@ int cmd_report(const Args& args) {
         RunSummary s = summarise(run);
         for (int64_t k = 0; k < s.clients; ++k) {
             const size_t i = static_cast<size_t>(k);
-            char line[512];
+            char line[1024];
             std::snprintf(line, sizeof line, "| %s | %s | %lld %s | %.3f | %.3f | %.3f | %.3f | %lld | %.0f | %.0f | %.1f |\n",
                           s.path.c_str(), s.method.c_str(), static_cast<long long>(k), s.names[i].c_str(), s.majority[i],
                           s.final_acc[i], s.final_gen[i], s.best_acc[i], static_cast<long long>(s.best_round[i]),
@@ -101,15 +155,452 @@ int cmd_report(const Args& args) {
             csv << line;
         }
     }
+}
+
+// ---------------------------------------------------------------------------- grouped tables
+
+// A run directory (or metrics.h5) as given, or every run below a directory that is not itself a
+// run (checkpoint directories, which hold a copy of metrics.h5, are not searched).
+void expand_run(const std::string& arg, std::vector<std::string>& out) {
+    const fs::path p(arg);
+    if (!fs::exists(p)) throw DataError(arg + ": no such file or directory");
+    if (!fs::is_directory(p) || fs::exists(p / "metrics.h5")) {
+        out.push_back(arg);
+        return;
+    }
+    std::vector<std::string> found;
+    for (auto it = fs::recursive_directory_iterator(p); it != fs::recursive_directory_iterator(); ++it) {
+        if (!it->is_directory()) continue;
+        if (it->path().filename() == "checkpoints") {
+            it.disable_recursion_pending();
+            continue;
+        }
+        if (fs::exists(it->path() / "metrics.h5")) {
+            found.push_back(it->path().string());
+            it.disable_recursion_pending();
+        }
+    }
+    if (found.empty()) throw DataError(arg + ": no metrics.h5 in this directory or below it");
+    std::sort(found.begin(), found.end());
+    out.insert(out.end(), found.begin(), found.end());
+}
+
+struct Stats {
+    double mean = kNaN, std = kNaN;
+    size_t n = 0;
+};
+
+// Mean and sample standard deviation (n - 1) of the finite values.
+Stats stats_of(const std::vector<double>& v) {
+    Stats s;
+    double sum = 0;
+    for (double x : v)
+        if (std::isfinite(x)) {
+            sum += x;
+            ++s.n;
+        }
+    if (s.n == 0) return s;
+    s.mean = sum / static_cast<double>(s.n);
+    if (s.n > 1) {
+        double ss = 0;
+        for (double x : v)
+            if (std::isfinite(x)) ss += (x - s.mean) * (x - s.mean);
+        s.std = std::sqrt(ss / static_cast<double>(s.n - 1));
+    }
+    return s;
+}
+
+std::string fmt(const char* f, double v) {
+    if (!std::isfinite(v)) return "-";
+    char b[64];
+    std::snprintf(b, sizeof b, f, v);
+    return b;
+}
+
+std::string csv_num(const char* f, double v) { return std::isfinite(v) ? fmt(f, v) : std::string(); }
+
+std::string csv_field(const std::string& s) {
+    if (s.find_first_of(",\"\n") == std::string::npos) return s;
+    std::string q = "\"";
+    for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+    return q + "\"";
+}
+
+std::string human_bytes(double b) {
+    if (!std::isfinite(b)) return "-";
+    // Binary units, as `h2tune train` prints them.
+    if (b < 1024) return fmt("%.0f B", b);
+    if (b < 1024.0 * 1024) return fmt("%.1f KiB", b / 1024);
+    if (b < 1024.0 * 1024 * 1024) return fmt("%.2f MiB", b / (1024.0 * 1024));
+    return fmt("%.2f GiB", b / (1024.0 * 1024 * 1024));
+}
+
+std::string mean_pm_std(const Stats& s) {
+    if (s.n == 0) return "-";
+    return fmt("%.3f", s.mean) + (s.n > 1 ? " ± " + fmt("%.3f", s.std) : std::string());
+}
+
+// Everything of a run's configuration that should be equal among the seeds of one group, and
+// the keys its method sets by itself.
+struct RunConfig {
+    std::map<std::string, std::string> values;
+    std::set<std::string> implied;
+    // "" for a key the run does not have (written by an older version: the default), "*" for a
+    // key its method sets.
+    std::string value(const std::string& key) const {
+        if (implied.count(key)) return "*";
+        auto it = values.find(key);
+        return it == values.end() ? std::string() : it->second;
+    }
+};
+
+RunConfig variant_config(const RunSummary& s) {
+    RunConfig c;
+    c.values = s.config;
+    for (const char* k : {"run.seed", "run.output", "run.threads", "run.method", "run.name"}) c.values.erase(k);
+    // The ablations write what they change into the resolved job (apply_method_variant in
+    // cmd_train.cpp); that is part of the method, not of the scenario.
+    if (s.method == "h2tune-depth" || s.method == "h2tune-end") c.implied.insert("federation.align");
+    if (s.method == "h2tune-joint") c.implied.insert("federation.alternate");
+    if (s.method == "h2tune-full-rank")
+        for (int64_t k = 0; k < s.clients; ++k) c.implied.insert("client." + std::to_string(k) + ".rank");
+    return c;
+}
+
+bool same_variant(const RunConfig& a, const RunConfig& b) {
+    std::set<std::string> keys;
+    for (const auto& kv : a.values) keys.insert(kv.first);
+    for (const auto& kv : b.values) keys.insert(kv.first);
+    for (const auto& key : keys) {
+        if (a.implied.count(key) || b.implied.count(key)) continue;
+        if (a.value(key) != b.value(key)) return false;
+    }
+    return true;
+}
+
+// The value a variant (its runs' configurations) has for `key`: that of the first run whose
+// method does not set it, else "*".
+std::string variant_value(const std::vector<RunConfig>& members, const std::string& key) {
+    for (const auto& m : members)
+        if (!m.implied.count(key)) return m.value(key);
+    return "*";
+}
+
+int method_order(const std::string& m) {
+    static const std::vector<std::string> order = {
+        "local", "h2tune", "h2tune-dense", "fedit", "ffa", "fedsa", "hetlora", "flexlora", "flora",
+        "h2tune-full-rank", "h2tune-depth", "h2tune-end", "h2tune-joint"};
+    auto it = std::find(order.begin(), order.end(), m);
+    return it == order.end() ? static_cast<int>(order.size()) : static_cast<int>(it - order.begin());
+}
+
+struct Group {
+    std::string scenario, label, method;
+    size_t scenario_order = 0, variant = 0;
+    std::vector<const RunSummary*> runs;
+};
+
+void grouped_tables(const std::vector<std::string>& paths, std::ostringstream& md, std::ostringstream& csv,
+                    std::ostringstream& summary_csv) {
+    std::vector<std::string> notes;
+    std::vector<RunSummary> runs;
+    std::set<std::string> seen;
+    for (const auto& p : paths) {
+        std::error_code ec;
+        const auto canon = fs::weakly_canonical(metrics_path_of(p), ec).string();
+        if (!seen.insert(ec ? p : canon).second) {
+            notes.push_back("skipped " + p + ": given twice");
+            continue;
+        }
+        try {
+            RunSummary s = summarise(p);
+            if (s.rounds_planned > 0 && s.rounds < s.rounds_planned) {
+                notes.push_back("skipped " + s.path + ": incomplete (" + std::to_string(s.rounds) + " of " +
+                                std::to_string(s.rounds_planned) + " rounds)");
+                continue;
+            }
+            runs.push_back(std::move(s));
+        } catch (const Error& e) {
+            notes.push_back(std::string("skipped ") + p + ": " + e.what());
+        }
+    }
+    if (runs.empty()) {
+        for (const auto& n : notes) std::fprintf(stderr, "h2tune report: %s\n", n.c_str());
+        throw DataError("report: no complete run to summarise");
+    }
+
+    // Scenario -> its distinct configurations (variants), in the order first seen. A run joins
+    // the first variant whose every run has its configuration.
+    std::vector<std::string> scenarios;
+    std::map<std::string, std::vector<std::vector<RunConfig>>> variants;
+    std::vector<size_t> variant_of(runs.size());
+    for (size_t i = 0; i < runs.size(); ++i) {
+        const auto& sc = runs[i].scenario;
+        if (!variants.count(sc)) scenarios.push_back(sc);
+        auto& vs = variants[sc];
+        const RunConfig rc = variant_config(runs[i]);
+        auto it = std::find_if(vs.begin(), vs.end(), [&](const std::vector<RunConfig>& members) {
+            return std::all_of(members.begin(), members.end(), [&](const RunConfig& m) { return same_variant(m, rc); });
+        });
+        variant_of[i] = static_cast<size_t>(it - vs.begin());
+        if (it == vs.end())
+            vs.push_back({rc});
+        else
+            it->push_back(rc);
+    }
+    // A scenario run with different settings is split; each part is labelled with the keys that differ.
+    std::map<std::pair<std::string, size_t>, std::string> labels;
+    for (const auto& sc : scenarios) {
+        const auto& vs = variants[sc];
+        if (vs.size() == 1) {
+            labels[{sc, 0}] = sc;
+            continue;
+        }
+        std::set<std::string> keys;
+        for (const auto& members : vs)
+            for (const auto& m : members)
+                for (const auto& kv : m.values) keys.insert(kv.first);
+        std::vector<std::string> differing;
+        for (const auto& key : keys) {
+            std::set<std::string> values;
+            for (const auto& members : vs) {
+                const std::string v = variant_value(members, key);
+                if (v != "*") values.insert(v);
+            }
+            if (values.size() > 1) differing.push_back(key);
+        }
+        std::string list;
+        for (const auto& d : differing) list += " " + d;
+        notes.push_back("scenario " + sc + " has " + std::to_string(vs.size()) +
+                        " configurations, reported separately; they differ in:" + list);
+        // With up to three differing keys their values make a unique label; otherwise number the
+        // configurations and say how each differs from the first.
+        auto shown = [](const std::string& v) { return v.empty() ? std::string("(default)") : v; };
+        for (size_t v = 0; v < vs.size(); ++v) {
+            if (differing.size() <= 3) {
+                std::string values;
+                for (size_t d = 0; d < differing.size(); ++d)
+                    values += (d ? ", " : "") + differing[d] + "=" + shown(variant_value(vs[v], differing[d]));
+                labels[{sc, v}] = sc + " [" + values + "]";
+                continue;
+            }
+            labels[{sc, v}] = sc + " #" + std::to_string(v + 1);
+            if (v == 0) continue;
+            std::string diff;
+            for (const auto& key : differing) {
+                const std::string mine = variant_value(vs[v], key), first = variant_value(vs[0], key);
+                if (mine != first)
+                    diff += (diff.empty() ? "" : ", ") + key + "=" + shown(mine) + " (#1: " + shown(first) + ")";
+            }
+            notes.push_back(labels[{sc, v}] + ": " + diff);
+        }
+    }
+
+    std::vector<Group> groups;
+    for (size_t i = 0; i < runs.size(); ++i) {
+        const auto& r = runs[i];
+        auto it = std::find_if(groups.begin(), groups.end(), [&](const Group& g) {
+            return g.scenario == r.scenario && g.variant == variant_of[i] && g.method == r.method;
+        });
+        if (it == groups.end()) {
+            Group g;
+            g.scenario = r.scenario;
+            g.variant = variant_of[i];
+            g.method = r.method;
+            g.label = labels[{r.scenario, variant_of[i]}];
+            g.scenario_order =
+                static_cast<size_t>(std::find(scenarios.begin(), scenarios.end(), r.scenario) - scenarios.begin());
+            groups.push_back(g);
+            it = groups.end() - 1;
+        }
+        if (!it->runs.empty() && it->runs.front()->clients != r.clients)
+            throw DataError(r.path + ": " + std::to_string(r.clients) + " clients, but " + it->runs.front()->path +
+                            " of the same scenario and method has " + std::to_string(it->runs.front()->clients));
+        it->runs.push_back(&r);
+    }
+    std::stable_sort(groups.begin(), groups.end(), [](const Group& a, const Group& b) {
+        if (a.scenario_order != b.scenario_order) return a.scenario_order < b.scenario_order;
+        if (a.variant != b.variant) return a.variant < b.variant;
+        return method_order(a.method) < method_order(b.method) ||
+               (method_order(a.method) == method_order(b.method) && a.method < b.method);
+    });
+    for (auto& g : groups) {
+        std::sort(g.runs.begin(), g.runs.end(), [](const RunSummary* a, const RunSummary* b) {
+            return a->seed.size() != b->seed.size() ? a->seed.size() < b->seed.size() : a->seed < b->seed;
+        });
+        std::set<std::string> seeds, repeated;
+        for (const auto* r : g.runs)
+            if (!seeds.insert(r->seed).second) repeated.insert(r->seed);
+        std::string rep;
+        for (const auto& x : repeated) rep += " " + x;
+        if (!repeated.empty())
+            notes.push_back(g.label + " / " + g.method + ": repeated seeds (runs counted as seeds anyway):" + rep);
+    }
+
+    md << "## Per client\n\nMean over seeds; ± is the sample standard deviation over seeds (n - 1), shown when "
+          "n > 1. Final accuracy: label-likelihood accuracy in the last round the client was evaluated in; "
+          "best round is 0-based (mode over seeds); bytes are totals over the run; seconds are the client's "
+          "training + evaluation time. grp: the LoRA aggregation group (- = trains alone or not a LoRA "
+          "baseline).\n\n";
+    md << "| scenario | method | client | rank | grp | majority | final acc | n | best acc | best round | bytes up | "
+          "bytes down | seconds |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    csv << "scenario,method,client,name,rank,group,majority,final_accuracy_mean,final_accuracy_std,n_seeds,"
+           "final_accuracy_generate_mean,best_accuracy_mean,best_round_mode,best_round_mean,rounds_evaluated_mean,"
+           "bytes_up_mean,bytes_down_mean,seconds_mean,seeds\n";
+    summary_csv << "scenario,method,clients,n_seeds,seeds,rounds,mean_final_accuracy,mean_final_accuracy_std,"
+                   "mean_best_accuracy,mean_majority,bytes_up_total_mean,bytes_down_total_mean,wall_seconds_mean\n";
+    std::ostringstream summary_md, runs_md;
+    summary_md << "## Per scenario and method\n\nfinal acc: the mean over clients of each run's final accuracy, "
+                  "then mean ± sample standard deviation of that mean over seeds; bytes: all clients together, "
+                  "mean over seeds; wall s: sum of the rounds' wall time (/rounds/round_seconds), mean over "
+                  "seeds.\n\n";
+    summary_md << "| scenario | method | clients | n | rounds | final acc | best acc | majority | bytes up | bytes down | "
+                  "wall s |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
+    runs_md << "## Runs\n\n| scenario | method | seed | rounds | wall s | metrics |\n|---|---|---|---|---|---|\n";
+
+    for (const auto& g : groups) {
+        const RunSummary& first = *g.runs.front();
+        const size_t K = static_cast<size_t>(first.clients);
+        std::string seed_list;
+        for (const auto* r : g.runs) seed_list += (seed_list.empty() ? "" : " ") + r->seed;
+        for (size_t k = 0; k < K; ++k) {
+            std::vector<double> fin, gen, best, up, down, sec, in, maj, best_r;
+            std::map<int64_t, int> round_votes;
+            for (const auto* r : g.runs) {
+                fin.push_back(r->final_acc[k]);
+                gen.push_back(r->final_gen[k] >= 0 ? r->final_gen[k] : kNaN);  // -1: generation not evaluated
+                best.push_back(r->best_acc[k] >= 0 ? r->best_acc[k] : kNaN);
+                up.push_back(r->bytes_up[k]);
+                down.push_back(r->bytes_down[k]);
+                sec.push_back(r->seconds[k]);
+                in.push_back(r->rounds_in[k]);
+                maj.push_back(r->majority[k]);
+                if (r->best_acc[k] >= 0) {
+                    best_r.push_back(static_cast<double>(r->best_round[k]));
+                    ++round_votes[r->best_round[k]];
+                }
+            }
+            int64_t mode = -1;
+            int votes = 0;
+            for (const auto& [round, v] : round_votes)
+                if (v > votes) {
+                    mode = round;
+                    votes = v;
+                }
+            const Stats f = stats_of(fin);
+            const auto shard_it = first.config.find("client." + std::to_string(k) + ".shard");
+            const std::string shard = shard_it == first.config.end() ? "" : shard_it->second;
+            const std::string name = first.names[k] + (shard.empty() ? "" : " " + shard);
+            const double grp = k < first.group.size() ? first.group[k] : kNaN;
+            const std::string grp_s = std::isfinite(grp) && grp >= 0 ? fmt("%.0f", grp) : "-";
+            const std::string mode_s = mode >= 0 ? std::to_string(mode) : "-";
+            md << "| " << g.label << " | " << g.method << " | " << k << " " << name << " | " << fmt("%.0f", first.rank[k])
+               << " | " << grp_s << " | " << fmt("%.3f", stats_of(maj).mean) << " | " << mean_pm_std(f) << " | " << f.n
+               << " | " << fmt("%.3f", stats_of(best).mean) << " | " << mode_s << " | "
+               << human_bytes(stats_of(up).mean) << " | " << human_bytes(stats_of(down).mean) << " | "
+               << fmt("%.1f", stats_of(sec).mean) << " |\n";
+            csv << csv_field(g.label) << "," << g.method << "," << k << "," << csv_field(name) << ","
+                << csv_num("%.0f", first.rank[k]) << "," << (grp_s == "-" ? "" : grp_s) << ","
+                << csv_num("%.6f", stats_of(maj).mean) << "," << csv_num("%.6f", f.mean) << "," << csv_num("%.6f", f.std)
+                << "," << f.n << "," << csv_num("%.6f", stats_of(gen).mean) << "," << csv_num("%.6f", stats_of(best).mean)
+                << "," << (mode >= 0 ? std::to_string(mode) : "") << "," << csv_num("%.3f", stats_of(best_r).mean) << ","
+                << csv_num("%.3f", stats_of(in).mean) << "," << csv_num("%.0f", stats_of(up).mean) << ","
+                << csv_num("%.0f", stats_of(down).mean) << "," << csv_num("%.3f", stats_of(sec).mean) << ","
+                << seed_list << "\n";
+        }
+
+        // Per run: the mean over clients, then statistics over seeds.
+        std::vector<double> mean_fin, mean_best, mean_maj, tot_up, tot_down, wall;
+        int64_t rounds_min = first.rounds, rounds_max = first.rounds;
+        for (const auto* r : g.runs) {
+            mean_fin.push_back(stats_of(r->final_acc).mean);
+            std::vector<double> b;
+            for (double x : r->best_acc) b.push_back(x >= 0 ? x : kNaN);
+            mean_best.push_back(stats_of(b).mean);
+            mean_maj.push_back(stats_of(r->majority).mean);
+            double u = 0, d = 0;
+            for (size_t k = 0; k < K; ++k) {
+                u += r->bytes_up[k];
+                d += r->bytes_down[k];
+            }
+            tot_up.push_back(u);
+            tot_down.push_back(d);
+            wall.push_back(r->wall_seconds);
+            rounds_min = std::min(rounds_min, r->rounds);
+            rounds_max = std::max(rounds_max, r->rounds);
+            runs_md << "| " << g.label << " | " << g.method << " | " << r->seed << " | " << r->rounds << " | "
+                    << fmt("%.1f", r->wall_seconds) << " | " << r->path << " |\n";
+        }
+        std::string rounds_s = std::to_string(rounds_min);
+        if (rounds_max != rounds_min) rounds_s += "-" + std::to_string(rounds_max);
+        const Stats mf = stats_of(mean_fin);
+        summary_md << "| " << g.label << " | " << g.method << " | " << K << " | " << g.runs.size() << " | " << rounds_s
+                   << " | " << mean_pm_std(mf) << " | " << fmt("%.3f", stats_of(mean_best).mean) << " | "
+                   << fmt("%.3f", stats_of(mean_maj).mean) << " | " << human_bytes(stats_of(tot_up).mean) << " | "
+                   << human_bytes(stats_of(tot_down).mean) << " | " << fmt("%.1f", stats_of(wall).mean) << " |\n";
+        summary_csv << csv_field(g.label) << "," << g.method << "," << K << "," << g.runs.size() << "," << seed_list
+                    << "," << rounds_s << "," << csv_num("%.6f", mf.mean) << "," << csv_num("%.6f", mf.std) << ","
+                    << csv_num("%.6f", stats_of(mean_best).mean) << "," << csv_num("%.6f", stats_of(mean_maj).mean)
+                    << "," << csv_num("%.0f", stats_of(tot_up).mean) << "," << csv_num("%.0f", stats_of(tot_down).mean)
+                    << "," << csv_num("%.3f", stats_of(wall).mean) << "\n";
+    }
+    md << "\n" << summary_md.str() << "\n" << runs_md.str();
+    if (!notes.empty()) {
+        md << "\nNotes:\n\n";
+        for (const auto& n : notes) {
+            md << "* " << n << "\n";
+            std::fprintf(stderr, "h2tune report: %s\n", n.c_str());
+        }
+    }
+    std::ostringstream head;
+    head << "# h2tune report: " << runs.size() << " runs, " << groups.size() << " groups (scenario, method)\n\n";
+    const std::string body = md.str();
+    md.str(head.str() + body);
+}
+
+void write_file(const po::variables_map& vm, const char* option, const std::string& text) {
+    if (!vm.count(option)) return;
+    const auto& path = vm[option].as<std::string>();
+    std::ofstream out(path);
+    if (!(out << text)) throw IoError("cannot write " + path);
+}
+
+}  // namespace
+
+int cmd_report(const Args& args) {
+    po::options_description desc("report options");
+    std::vector<std::string> runs;
+    desc.add_options()
+        ("runs", po::value<std::vector<std::string>>(&runs)->required(),
+         "run directories or metrics.h5 files; a directory that is not a run is searched for runs")
+        ("markdown", po::value<std::string>(), "also write the markdown tables to this file")
+        ("csv", po::value<std::string>(), "also write a CSV table (one row per client) to this file")
+        ("summary-csv", po::value<std::string>(), "several runs: also write the per (scenario, method) CSV to this file")
+        ("grouped", po::bool_switch(), "group seeds (the several-runs tables) even for a single run")
+        ("per-run", po::bool_switch(), "several runs: one row per client of each run (the one-run table) instead of "
+                                       "grouping seeds");
+    po::variables_map vm;
+    if (!parse_command_options("report", "RUN_DIR... [--markdown FILE] [--csv FILE] [--summary-csv FILE] [--grouped | --per-run]",
+                               desc, args, vm, "runs"))
+        return kExitOk;
+
+    std::vector<std::string> expanded;
+    for (const auto& r : runs) expand_run(r, expanded);
+    std::ostringstream md, csv, summary_csv;
+    const bool per_run = vm["per-run"].as<bool>();
+    if (per_run && vm["grouped"].as<bool>()) throw ConfigError("report: --grouped and --per-run exclude each other");
+    const bool grouped = !per_run && (expanded.size() > 1 || vm["grouped"].as<bool>());
+    if (grouped) {
+        grouped_tables(expanded, md, csv, summary_csv);
+    } else {
+        if (vm.count("summary-csv"))
+            throw ConfigError("report: --summary-csv needs the grouped tables (several runs or --grouped, not --per-run)");
+        per_run_tables(expanded, md, csv);
+    }
     std::fputs(md.str().c_str(), stdout);
-    if (vm.count("markdown")) {
-        std::ofstream out(vm["markdown"].as<std::string>());
-        if (!(out << md.str())) throw IoError("cannot write " + vm["markdown"].as<std::string>());
-    }
-    if (vm.count("csv")) {
-        std::ofstream out(vm["csv"].as<std::string>());
-        if (!(out << csv.str())) throw IoError("cannot write " + vm["csv"].as<std::string>());
-    }
+    write_file(vm, "markdown", md.str());
+    write_file(vm, "csv", csv.str());
+    if (grouped) write_file(vm, "summary-csv", summary_csv.str());
     return kExitOk;
 }
 
