@@ -4,9 +4,13 @@
 // layer, and compares the achieved matmul FLOP/s with a large-matmul peak measured in the same run.
 // Its PyTorch twin is bench/torch_step.py; bench/run_step_bench.sh runs both. See bench/README.md.
 //
-// The step is exactly what a federated client does per batch with the library's own classes:
-//   logits = model->forward(input_ids, attention_mask); loss = response_loss(logits, labels);
+// The step is exactly what a federated client does per batch with the library's own classes
+// (AlternatingTrainer::joint_step, src/train/alternating.cpp):
+//   hidden = model->forward_hidden(input_ids, attention_mask);
+//   loss = response_loss(response_logits(model, hidden, labels));   // LM head at response rows only
 //   trainer.zero_grad(); loss.backward(); trainer.apply();   (= AdapterTrainer::step)
+// --head full times the previous formulation instead: logits at every position,
+//   loss = response_loss(model->forward(input_ids, attention_mask), labels).
 // Trainable: every lora_A and lora_B (and, with --train-middle, every T); everything else frozen.
 //
 // Modes:
@@ -148,6 +152,7 @@ struct Options {
     int64_t peak_n = 2048;
     int peak_reps = 5;
     bool mallopt_tuned = true;
+    std::string head = "rows";  // rows: LM head at the response rows only (h2tune's step); full: everywhere
 };
 
 // ---------------------------------------------------------------- analytic FLOPs
@@ -161,7 +166,9 @@ struct Options {
 //     adapter  2 N (in r + r r + r out)          (u = x A^T; u += u T^T; delta = s u B^T)
 //   attention, per layer: 2 * 2 B S S H hd        (Q K^T and P V; the full S x S matrix is
 //                                                   computed — the causal half is not skipped)
-//   lm_head (tied to the embedding): 2 N d V       (logits at every position, loss on a quarter)
+//   lm_head (tied to the embedding): 2 N_h d V     N_h = the response rows with --head rows (the
+//                                                   default: positions whose next label is kept),
+//                                                   N with --head full (logits at every position)
 //
 // Backward — the base weights, norms and embedding are frozen, so NO weight gradient of W0 (nor of
 // the embedding / lm_head) is formed; only activation gradients flow through them:
@@ -172,7 +179,7 @@ struct Options {
 //              2 N r in             dA = du^T X
 //              2 N r in             dX += du A        — only if X needs a gradient
 //   attention  2 x forward          (dQ, dK from dScores; dP, dV from dOut)
-//   lm_head    2 N d V              dHidden = dLogits E (no dE: frozen)
+//   lm_head    2 N_h d V            dHidden = dLogits E (no dE: frozen)
 // X "needs a gradient" unless it is layer 0's input to q/k/v: RMSNorm(embedding) depends on no
 // trainable tensor, so autograd computes neither dX through W0 nor through A there. (Layer 0's
 // gate/up inputs already depend on the q/k/v/o adapters through the residual stream.)
@@ -192,7 +199,7 @@ struct StepFlops {
 };
 
 StepFlops step_flops(const h2tune::LlamaConfig& c, int64_t batch, int64_t seq, int64_t rank, bool middle,
-                     bool train_middle) {
+                     bool train_middle, int64_t head_rows) {
     const double N = static_cast<double>(batch * seq), r = static_cast<double>(rank);
     const double d = static_cast<double>(c.hidden_size), f = static_cast<double>(c.intermediate_size);
     const double hd = static_cast<double>(c.head_dim());
@@ -220,7 +227,7 @@ StepFlops step_flops(const h2tune::LlamaConfig& c, int64_t batch, int64_t seq, i
         out.attention_fwd += attn;
         out.attention_bwd += 2 * attn;
     }
-    out.head_fwd = 2 * N * d * static_cast<double>(c.vocab_size);
+    out.head_fwd = 2 * static_cast<double>(head_rows) * d * static_cast<double>(c.vocab_size);
     out.head_bwd = out.head_fwd;
     return out;
 }
@@ -233,6 +240,7 @@ struct Setup {
     std::vector<torch::Tensor> middles;    // T per adapter, same order as adapted.adapters
     std::vector<torch::Tensor> trainable;  // A, B per adapter (+ every T with --train-middle)
     h2tune::Batch batch;
+    int64_t head_rows = 0;  // positions the LM head runs at (response rows, or every position)
     int64_t base_params = 0;
     int64_t adapter_params = 0;
 };
@@ -294,6 +302,7 @@ Setup build_setup(const Options& o, const std::string& preset) {
     b.labels.narrow(1, o.seq - resp, resp).copy_(b.input_ids.narrow(1, o.seq - resp, resp));
     b.tokens = o.batch * o.seq;
     b.response_tokens = o.batch * resp;
+    s.head_rows = o.head == "full" ? o.batch * o.seq : h2tune::response_rows(b.labels).rows.numel();
     return s;
 }
 
@@ -342,6 +351,7 @@ void export_init(const Options& o, const Setup& s) {
         {"train_middle", o.train_middle ? "1" : "0"},
         {"seed", std::to_string(o.seed)},
         {"adapters", std::to_string(s.adapted.adapters.size())},
+        {"head", o.head},
     };
     const std::string path = o.export_dir + "/" + s.preset + ".init.safetensors";
     h2tune::safetensors_save(path, t, meta);
@@ -367,11 +377,17 @@ double global_grad_norm(const std::vector<torch::Tensor>& params) {
 
 // One client step, phase by phase. AdapterTrainer::step(loss) is zero_grad + backward + apply; it
 // is split here only to time the phases (and, in --check, read the gradient norm before clipping).
-StepResult train_step(Setup& s, h2tune::AdapterTrainer& trainer, bool want_grad_norm) {
+torch::Tensor step_loss(Setup& s, const std::string& head) {
+    h2tune::LlamaForCausalLM& model = s.adapted.model;
+    if (head == "full") return h2tune::response_loss(model->forward(s.batch.input_ids, s.batch.attention_mask), s.batch.labels);
+    return h2tune::response_loss(h2tune::response_logits(
+        model, model->forward_hidden(s.batch.input_ids, s.batch.attention_mask), s.batch.labels));
+}
+
+StepResult train_step(Setup& s, h2tune::AdapterTrainer& trainer, bool want_grad_norm, const std::string& head) {
     StepResult r;
     const auto t0 = Clock::now();
-    torch::Tensor logits = s.adapted.model->forward(s.batch.input_ids, s.batch.attention_mask);
-    torch::Tensor loss = h2tune::response_loss(logits, s.batch.labels);
+    torch::Tensor loss = step_loss(s, head);
     const auto t1 = Clock::now();
     trainer.zero_grad();
     loss.backward();
@@ -421,16 +437,14 @@ json run_check(const Options& o, Setup& s) {
     h2tune::AdapterTrainer trainer(s.trainable, finetune_options(o));
     std::vector<double> losses, norms;
     for (int i = 0; i < o.check_steps; ++i) {
-        const StepResult r = train_step(s, trainer, /*want_grad_norm=*/true);
+        const StepResult r = train_step(s, trainer, /*want_grad_norm=*/true, o.head);
         losses.push_back(r.loss);
         norms.push_back(r.grad_norm);
     }
     double final_loss = 0;
     {
         torch::NoGradGuard no_grad;
-        final_loss = h2tune::response_loss(s.adapted.model->forward(s.batch.input_ids, s.batch.attention_mask),
-                                           s.batch.labels)
-                         .item<double>();
+        final_loss = step_loss(s, o.head).item<double>();
     }
     std::printf("%-9s check: losses", s.preset.c_str());
     for (double l : losses) std::printf(" %.8f", l);
@@ -452,12 +466,12 @@ json run_timing(const Options& o, Setup& s, const Peak& peak) {
     h2tune::AdapterTrainer trainer(s.trainable, finetune_options(o));
     double first_loss = 0;
     for (int i = 0; i < o.warmup; ++i) {
-        const StepResult r = train_step(s, trainer, false);
+        const StepResult r = train_step(s, trainer, false, o.head);
         if (i == 0) first_loss = r.loss;
     }
     std::vector<double> total, fwd, bwd, opt;
     for (int i = 0; i < o.steps; ++i) {
-        const StepResult r = train_step(s, trainer, false);
+        const StepResult r = train_step(s, trainer, false, o.head);
         if (o.warmup == 0 && i == 0) first_loss = r.loss;
         total.push_back(r.total_ms);
         fwd.push_back(r.forward_ms);
@@ -471,12 +485,12 @@ json run_timing(const Options& o, Setup& s, const Peak& peak) {
         if (o.presets.size() > 1) path += "." + s.preset;
         {
             torch::autograd::profiler::RecordProfile guard(path);
-            for (int i = 0; i < o.profile_steps; ++i) train_step(s, trainer, false);
+            for (int i = 0; i < o.profile_steps; ++i) train_step(s, trainer, false, o.head);
         }
         std::printf("%s: wrote profiler trace %s (%d steps)\n", s.preset.c_str(), path.c_str(), o.profile_steps);
     }
     const h2tune::LlamaConfig& c = s.adapted.model->config();
-    const StepFlops fl = step_flops(c, o.batch, o.seq, o.rank, /*middle=*/true, o.train_middle);
+    const StepFlops fl = step_flops(c, o.batch, o.seq, o.rank, /*middle=*/true, o.train_middle, s.head_rows);
     const double ms = median(total);
     const double tokens = static_cast<double>(s.batch.tokens);
     const double gflops = fl.total() / (ms / 1e3) / 1e9;
@@ -494,6 +508,8 @@ json run_timing(const Options& o, Setup& s, const Peak& peak) {
             {"seq", o.seq},
             {"rank", o.rank},
             {"train_middle", o.train_middle},
+            {"head", o.head},
+            {"head_rows", s.head_rows},
             {"tokens", s.batch.tokens},
             {"response_tokens", s.batch.response_tokens},
             {"base_params", s.base_params},
@@ -559,6 +575,7 @@ bool parse_options(int argc, char** argv, Options& o) {
         ("b-std", po::value(&o.b_std)->default_value(o.b_std, "0.02"), "std of the initial B")
         ("t-std", po::value(&o.t_std)->default_value(o.t_std, "0.1"), "std of the middle matrix T")
         ("train-middle", po::bool_switch(&o.train_middle), "T is trainable too (default: fixed, as in a specific step)")
+        ("head", po::value(&o.head)->default_value(o.head), "rows: LM head at the response rows only (h2tune's step); full: at every position (before)")
         ("check", po::bool_switch(&o.check), "correctness mode: record losses/grad norms/adapters, no timing")
         ("check-steps", po::value(&o.check_steps)->default_value(o.check_steps), "optimiser steps in --check")
         ("export-dir", po::value(&o.export_dir), "write <preset>.init.safetensors (and --check results) here")
@@ -590,6 +607,7 @@ bool parse_options(int argc, char** argv, Options& o) {
         }
     }
     if (o.presets.empty()) throw h2tune::ConfigError("--preset: no preset given");
+    if (o.head != "rows" && o.head != "full") throw h2tune::ConfigError("--head: rows or full");
     if (o.rank < 1 || o.batch < 1 || o.seq < 2 || o.steps < 1 || o.warmup < 0 || o.check_steps < 1)
         throw h2tune::ConfigError("--rank, --batch, --steps, --check-steps must be positive, --seq >= 2");
     return true;

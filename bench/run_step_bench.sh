@@ -6,11 +6,12 @@
 #   bench/run_step_bench.sh [--threads N] [--presets "h2-tiny h2-small h2-base"] [--steps N]
 #                           [--warmup N] [--rounds N] [--check] [--random] [--rank R]
 #                           [--train-middle] [--attention hf|grouped] [--blas-threads N]
-#                           [--build-dir DIR] [--out PATH]
+#                           [--head rows|full] [--build-dir DIR] [--out PATH]
 #
 # --rounds N alternates C++ and Python N times per preset (median of the per-round medians), which
 # evens out a machine whose load drifts. --check first runs the correctness comparison
-# (bench_step --check, torch_step.py --check) and fails if the two disagree.
+# (bench_step --check, torch_step.py --check) and fails if the two disagree. --head full times the
+# LM head at every position (the formulation before), on both sides; default rows (response only).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,7 +27,7 @@ out="$root/bench/results/step.json"
 common=()  # arguments that define the problem; bench_step exports them to torch_step.py
 both=()    # arguments both tools take
 
-usage() { sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --threads) threads=$2; shift 2 ;;
@@ -38,6 +39,7 @@ while [[ $# -gt 0 ]]; do
         --random) common+=(--random); shift ;;
         --train-middle) common+=(--train-middle); shift ;;
         --rank) common+=(--rank "$2"); shift 2 ;;
+        --head) common+=(--head "$2"); shift 2 ;;
         --attention) attention=$2; shift 2 ;;
         --blas-threads) both+=(--blas-threads "$2"); shift 2 ;;
         --build-dir) build=$2; shift 2 ;;
@@ -119,6 +121,8 @@ for preset in presets:
             "runs": res,
         }
         row.setdefault("tokens", res[0]["tokens"])
+        row.setdefault("head", res[0].get("head"))
+        row.setdefault("head_rows", res[0].get("head_rows"))
         row.setdefault("config", res[0]["config"])
     c, p = row["cpp"], row["py"]
     row["time_ratio_cpp_over_py"] = c["ms_per_step"] / p["ms_per_step"]
@@ -136,7 +140,8 @@ with open(out, "w") as f:
     json.dump(result, f, indent=2)
     f.write("\n")
 
-print(f"\none training step (forward + backward + AdamW), threads {threads} "
+heads = sorted({str(r.get("head")) for r in rows})
+print(f"\none training step (forward + backward + AdamW), LM head at {'/'.join(heads)} positions (rows = response only), threads {threads} "
       f"(OpenBLAS pool {meta['cpp']['env'].get('blas_threads')}), "
       f"OMP_WAIT_POLICY={meta['cpp']['env'].get('OMP_WAIT_POLICY')}, median of {rounds} round(s); "
       f"peak = best large fp32 matmul of the same process")

@@ -4,8 +4,10 @@
 A faithful re-implementation of src/model/llama.cpp (RMSNorm, RoPE, grouped-query attention with
 an additive key-padding + causal mask, SwiGLU, tied lm_head), src/adapter/triple_adapter.cpp
 (delta = s * B (T + I) A x, computed as u = x A^T; u += u T^T; s * u B^T) and
-src/train/finetune.cpp (response-only cross-entropy; AdamW with the scheduled learning rate and
-global-norm clipping), so that the timing compares two implementations of the same computation.
+src/train/finetune.cpp (response-only cross-entropy with the LM head computed at the response rows
+only, as AlternatingTrainer does; AdamW with the scheduled learning rate and global-norm clipping),
+so that the timing compares two implementations of the same computation. --head full computes the
+logits at every position instead (the formulation before; bench_step --head full likewise).
 
 The base model is read from config.json + model.safetensors (parsed here: Debian's python3-torch
 may come without the `safetensors` package). Adapters, middle matrices, the batch and the
@@ -269,6 +271,13 @@ class LlamaForCausalLM(nn.Module):
                 l.post_attention_layernorm.weight.copy_(tensors[p + "post_attention_layernorm.weight"].float())
 
     def forward(self, input_ids, attention_mask):
+        return self.logits(self.hidden(input_ids, attention_mask))
+
+    def logits(self, h):
+        return F.linear(h, self.embed_tokens if self.lm_head is None else self.lm_head)
+
+    def hidden(self, input_ids, attention_mask):
+        """Final-norm hidden states [B, T, H] (llama.cpp's forward_hidden)."""
         c = self.c
         b, t = input_ids.shape
         key_mask = attention_mask.ne(0).long()
@@ -287,13 +296,33 @@ class LlamaForCausalLM(nn.Module):
         h = F.embedding(input_ids, self.embed_tokens)
         for layer in self.layers:
             h = layer(h, cos, sin, mask, grouped_mask)
-        h = self.norm(h)
-        return F.linear(h, self.embed_tokens if self.lm_head is None else self.lm_head)
+        return self.norm(h)
 
 
 def response_loss(logits, labels):
     v = logits.shape[-1]
     return F.cross_entropy(logits[:, :-1].reshape(-1, v), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX)
+
+
+def response_rows(labels):
+    """Flat indices b*T + t of the positions whose next-token label is kept, and those labels
+    (finetune.cpp response_rows): the only positions the loss reads."""
+    t = labels.shape[1]
+    nxt = labels[:, 1:]
+    keep = nxt.ne(IGNORE_INDEX)
+    bt = keep.nonzero()
+    return bt[:, 0] * t + bt[:, 1], nxt[keep]
+
+
+def step_loss(model, input_ids, attention_mask, labels, head):
+    """The loss of one step: the LM head at the response rows only ("rows", h2tune's step), or at
+    every position ("full")."""
+    if head == "full":
+        return response_loss(model(input_ids, attention_mask), labels)
+    h = model.hidden(input_ids, attention_mask)
+    rows, targets = response_rows(labels)
+    logits = model.logits(h.reshape(-1, h.shape[-1]).index_select(0, rows))
+    return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)
 
 
 def scheduled_lr(lr, total_steps, warmup_steps, min_lr_ratio, step):
@@ -307,7 +336,7 @@ def scheduled_lr(lr, total_steps, warmup_steps, min_lr_ratio, step):
 
 # ------------------------------------------------------------------------------ FLOPs
 
-def step_flops(c, batch, seq, rank, middle=True, train_middle=False):
+def step_flops(c, batch, seq, rank, middle=True, train_middle=False, head_rows=None):
     """Matmul FLOPs of one step; the same formula as bench_step.cpp's step_flops (see the comment
     there): frozen W0 costs 2N·in·out forward and, where the input needs a gradient, the same again
     for dX only (no dW0); layer 0's q/k/v inputs need none. Attention counts the full S x S."""
@@ -331,7 +360,7 @@ def step_flops(c, batch, seq, rank, middle=True, train_middle=False):
         attn = 2.0 * 2.0 * batch * seq * seq * q_out
         fl["attention_fwd"] += attn
         fl["attention_bwd"] += 2 * attn
-    fl["head_fwd"] = 2 * n * d * c.vocab_size
+    fl["head_fwd"] = 2 * float(n if head_rows is None else head_rows) * d * c.vocab_size
     fl["head_bwd"] = fl["head_fwd"]
     fl["forward"] = fl["base_fwd"] + fl["adapter_fwd"] + fl["attention_fwd"] + fl["head_fwd"]
     fl["backward"] = fl["base_bwd"] + fl["adapter_bwd"] + fl["attention_bwd"] + fl["head_bwd"]
@@ -364,6 +393,7 @@ def build_setup(args, preset):
     s.weight_decay = _meta(meta, "weight_decay", 0.0, float)
     s.grad_clip = _meta(meta, "grad_clip", 1.0, float)
     s.train_middle = _meta(meta, "train_middle", False, lambda v: v == "1")
+    s.head = args.head or meta.get("head") or "rows"
 
     with open(os.path.join(s.model_dir, "config.json")) as f:
         s.config = Config(json.load(f))
@@ -410,6 +440,7 @@ def build_setup(args, preset):
     s.batch, s.seq = s.input_ids.shape
     s.tokens = int(s.attention_mask.ne(0).sum())
     s.response_tokens = int(s.labels.ne(IGNORE_INDEX).sum())
+    s.head_rows = s.batch * s.seq if s.head == "full" else int(response_rows(s.labels)[0].numel())
     s.optimizer = torch.optim.AdamW(s.trainable, lr=s.lr, weight_decay=s.weight_decay,
                                     foreach=True if args.foreach else None)
     s.step = 0
@@ -440,8 +471,7 @@ def global_grad_norm(params):
 def train_step(s, want_grad_norm=False):
     """One client step, timed by phase: forward + loss | zero_grad + backward | lr, clip, AdamW."""
     t0 = time.perf_counter()
-    logits = s.model(s.input_ids, s.attention_mask)
-    loss = response_loss(logits, s.labels)
+    loss = step_loss(s.model, s.input_ids, s.attention_mask, s.labels, s.head)
     t1 = time.perf_counter()
     s.optimizer.zero_grad(set_to_none=False)  # LibTorch 1.13's Optimizer::zero_grad zeroes
     loss.backward()
@@ -500,7 +530,7 @@ def run_timing(args, s, peak):
     total = [r["total_ms"] for r in rows]
     ms = statistics.median(total)
     c = s.config
-    fl = step_flops(c, s.batch, s.seq, s.rank, middle=True, train_middle=s.train_middle)
+    fl = step_flops(c, s.batch, s.seq, s.rank, middle=True, train_middle=s.train_middle, head_rows=s.head_rows)
     gflops = fl["total"] / (ms / 1e3) / 1e9
     return {
         "preset": s.preset, "model_dir": s.model_dir,
@@ -508,6 +538,7 @@ def run_timing(args, s, peak):
                    "num_hidden_layers": c.num_hidden_layers, "num_attention_heads": c.num_attention_heads,
                    "num_key_value_heads": c.num_key_value_heads, "vocab_size": c.vocab_size},
         "batch": s.batch, "seq": s.seq, "rank": s.rank, "train_middle": s.train_middle,
+        "head": s.head, "head_rows": s.head_rows,
         "attention": args.attention, "tokens": s.tokens, "response_tokens": s.response_tokens,
         "base_params": s.base_params, "trainable_params": s.trainable_params,
         "warmup": args.warmup, "steps": args.steps, "first_loss": first_loss,
@@ -537,7 +568,7 @@ def run_check(args, s):
         losses.append(r["loss"])
         norms.append(r["grad_norm"])
     with torch.no_grad():
-        final_loss = response_loss(s.model(s.input_ids, s.attention_mask), s.labels).item()
+        final_loss = step_loss(s.model, s.input_ids, s.attention_mask, s.labels, s.head).item()
     out = {"preset": s.preset, "losses": losses, "grad_norms": norms, "final_loss": final_loss,
            "check_steps": steps, "attention": args.attention}
     print(f"{s.preset:9s} python: losses {' '.join(f'{l:.8f}' for l in losses)}  grad norms "
@@ -637,6 +668,9 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--attention", choices=["hf", "grouped"], default="hf",
                     help="hf: transformers' eager attention (repeat_kv); grouped: llama.cpp's exact op sequence")
+    ap.add_argument("--head", choices=["rows", "full"], default=None,
+                    help="LM head at the response rows only (h2tune's step) or at every position; default: what "
+                         "bench_step exported (--init-dir), else rows")
     ap.add_argument("--foreach", action="store_true", help="AdamW(foreach=True) (torch 1.13 default: per tensor)")
     ap.add_argument("--check", action="store_true", help="compare with bench_step --check results in --init-dir")
     ap.add_argument("--check-steps", type=int, default=3)

@@ -424,7 +424,12 @@ torch::Tensor LlamaForCausalLMImpl::logits(const torch::Tensor& hidden) { return
 
 torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                                             const torch::Tensor& position_ids) {
-    return logits(model->forward(input_ids, attention_mask, position_ids, nullptr));
+    return logits(forward_hidden(input_ids, attention_mask, position_ids));
+}
+
+torch::Tensor LlamaForCausalLMImpl::forward_hidden(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                                                   const torch::Tensor& position_ids) {
+    return model->forward(input_ids, attention_mask, position_ids, nullptr);
 }
 
 torch::Tensor LlamaForCausalLMImpl::forward_with_cache(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,

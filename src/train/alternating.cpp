@@ -12,15 +12,15 @@ void set_trainable(const std::vector<torch::Tensor>& params, bool on) {
 }
 }  // namespace
 
+torch::Tensor distillation_kl_rows(const torch::Tensor& teacher, const torch::Tensor& student, double temperature) {
+    torch::Tensor log_p = torch::log_softmax(teacher / temperature, -1);
+    return (log_p.exp() * (log_p - torch::log_softmax(student / temperature, -1))).sum(-1).mean();
+}
+
 torch::Tensor distillation_kl(const torch::Tensor& teacher, const torch::Tensor& student, const torch::Tensor& labels,
                               double temperature) {
-    const int64_t V = student.size(-1);
-    torch::Tensor keep = labels.narrow(1, 1, labels.size(1) - 1).ne(kIgnoreIndex).reshape({-1});
-    torch::Tensor idx = keep.nonzero().reshape({-1});
-    torch::Tensor s = student.narrow(1, 0, student.size(1) - 1).reshape({-1, V}).index_select(0, idx);
-    torch::Tensor t = teacher.narrow(1, 0, teacher.size(1) - 1).reshape({-1, V}).index_select(0, idx);
-    torch::Tensor log_p = torch::log_softmax(t / temperature, -1);
-    return (log_p.exp() * (log_p - torch::log_softmax(s / temperature, -1))).sum(-1).mean();
+    const ResponseRows rows = response_rows(labels);
+    return distillation_kl_rows(gather_rows(teacher, rows), gather_rows(student, rows), temperature);
 }
 
 AlternatingTrainer::AlternatingTrainer(AdaptedModel& adapted, SharedMiddle* shared, std::vector<int64_t> module_index,
@@ -78,7 +78,8 @@ double AlternatingTrainer::joint_step(const Batch& batch) {
         values = shared_->middle_values();
         set_middles(values);
     }
-    torch::Tensor loss = response_loss(adapted_.model->forward(batch.input_ids, batch.attention_mask), batch.labels);
+    torch::Tensor loss = response_loss(
+        response_logits(adapted_.model, adapted_.model->forward_hidden(batch.input_ids, batch.attention_mask), batch.labels));
     specific_->zero_grad();
     if (residual_) residual_->zero_grad();
     if (relation_) relation_->zero_grad();
@@ -95,8 +96,9 @@ double AlternatingTrainer::shared_step(const Batch& batch, torch::Tensor* teache
     set_trainable(adapted_.adapter_parameters(), false);
     torch::Tensor values = shared_->middle_values();
     set_middles(values);
-    torch::Tensor logits = adapted_.model->forward(batch.input_ids, batch.attention_mask);
-    torch::Tensor ce = response_loss(logits, batch.labels);
+    const ResponseLogits response =
+        response_logits(adapted_.model, adapted_.model->forward_hidden(batch.input_ids, batch.attention_mask), batch.labels);
+    torch::Tensor ce = response_loss(response);
     torch::Tensor loss = ce + options_.lambda_prox * shared_->proximal_kl(values);
     residual_->zero_grad();
     if (relation_) relation_->zero_grad();
@@ -105,17 +107,17 @@ double AlternatingTrainer::shared_step(const Batch& batch, torch::Tensor* teache
     residual_->apply();
     if (relation_) relation_->apply();
     set_trainable(adapted_.adapter_parameters(), true);
-    *teacher = logits.detach();
+    *teacher = response.logits.detach();
     return ce.item<double>();
 }
 
 double AlternatingTrainer::specific_step(const Batch& batch, const torch::Tensor& teacher) {
     if (!shared_) throw Error("specific step without shared parameters");
     fix_middles();  // T as the shared step left it; no gradient reaches D or Z
-    torch::Tensor logits = adapted_.model->forward(batch.input_ids, batch.attention_mask);
-    torch::Tensor ce = response_loss(logits, batch.labels);
-    torch::Tensor loss =
-        ce + options_.lambda_kd * distillation_kl(teacher, logits, batch.labels, options_.kd_temperature);
+    const ResponseLogits response =
+        response_logits(adapted_.model, adapted_.model->forward_hidden(batch.input_ids, batch.attention_mask), batch.labels);
+    torch::Tensor ce = response_loss(response);
+    torch::Tensor loss = ce + options_.lambda_kd * distillation_kl_rows(teacher, response.logits, options_.kd_temperature);
     specific_->step(loss);
     return ce.item<double>();
 }

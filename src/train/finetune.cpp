@@ -3,6 +3,10 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <sstream>
+#include <string>
+#include <type_traits>
+#include <utility>
 
 #include "h2tune/core/error.h"
 
@@ -14,6 +18,32 @@ torch::Tensor response_loss(const torch::Tensor& logits, const torch::Tensor& la
     torch::Tensor shifted_labels = labels.narrow(1, 1, labels.size(1) - 1).reshape({-1});
     return torch::nn::functional::cross_entropy(
         shifted_logits, shifted_labels,
+        torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnoreIndex).reduction(torch::kMean));
+}
+
+ResponseRows response_rows(const torch::Tensor& labels) {
+    const int64_t T = labels.size(1);
+    const torch::Tensor next = labels.narrow(1, 1, T - 1);          // [B, T - 1]: the label position t predicts
+    const torch::Tensor keep = next.ne(kIgnoreIndex);
+    const torch::Tensor bt = keep.nonzero();                         // [N, 2] (b, t), row-major
+    ResponseRows r;
+    r.rows = bt.select(1, 0) * T + bt.select(1, 1);
+    r.targets = next.masked_select(keep).to(torch::kInt64);
+    return r;
+}
+
+torch::Tensor gather_rows(const torch::Tensor& hidden, const ResponseRows& rows) {
+    return hidden.reshape({-1, hidden.size(-1)}).index_select(0, rows.rows);
+}
+
+ResponseLogits response_logits(LlamaForCausalLM& model, const torch::Tensor& hidden, const torch::Tensor& labels) {
+    const ResponseRows rows = response_rows(labels);
+    return ResponseLogits{model->logits(gather_rows(hidden, rows)), rows.targets};
+}
+
+torch::Tensor response_loss(const ResponseLogits& response) {
+    return torch::nn::functional::cross_entropy(
+        response.logits, response.targets,
         torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnoreIndex).reduction(torch::kMean));
 }
 
@@ -38,8 +68,20 @@ AdapterTrainer::~AdapterTrainer() = default;
 torch::optim::Optimizer& AdapterTrainer::optimizer() { return *optimizer_; }
 
 namespace {
-// LibTorch keys optimiser state by the parameter's TensorImpl address.
-std::string state_key(const torch::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
+// LibTorch keys optimiser state by the parameter's TensorImpl: its address printed to a string
+// (1.13 and early 2.x, as c10::guts::to_string does) or the pointer itself (later releases).
+using StateMap = std::decay_t<decltype(std::declval<torch::optim::Optimizer&>().state())>;
+template <class Key>
+Key state_key_as(const torch::Tensor& p) {
+    if constexpr (std::is_same_v<Key, std::string>) {
+        std::ostringstream os;
+        os << p.unsafeGetTensorImpl();
+        return os.str();
+    } else {
+        return static_cast<Key>(p.unsafeGetTensorImpl());
+    }
+}
+typename StateMap::key_type state_key(const torch::Tensor& p) { return state_key_as<typename StateMap::key_type>(p); }
 }  // namespace
 
 std::map<std::string, torch::Tensor> AdapterTrainer::state() const {
@@ -78,8 +120,8 @@ void AdapterTrainer::load_state(const std::map<std::string, torch::Tensor>& stat
             throw ModelError("optimiser state of parameter " + n + " has the wrong shape");
         auto s = std::make_unique<torch::optim::AdamWParamState>();
         s->step(t->second.to(torch::kInt64).item<int64_t>());
-        s->exp_avg(m->second.to(parameters_[i].dtype()).clone());
-        s->exp_avg_sq(v->second.to(parameters_[i].dtype()).clone());
+        s->exp_avg(m->second.to(parameters_[i].options()).clone());
+        s->exp_avg_sq(v->second.to(parameters_[i].options()).clone());
         states[state_key(parameters_[i])] = std::move(s);
     }
     step_ = step->second.to(torch::kInt64).item<int64_t>();

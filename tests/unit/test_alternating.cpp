@@ -100,7 +100,7 @@ TEST(Alternating, SharedStepMovesOnlyDAndZ) {
     f.trainer->shared_step(make_batch(), &teacher);
     EXPECT_TRUE(all_equal(p0, f.specific()));   // A and B bit-identical
     EXPECT_TRUE(all_differ(s0, f.shared_params()));  // D and Z both moved
-    EXPECT_EQ(teacher.sizes(), (std::vector<int64_t>{4, 12, 64}));
+    EXPECT_EQ(teacher.sizes(), (std::vector<int64_t>{4 * 4, 64}));  // logits at the 16 response rows
     EXPECT_FALSE(teacher.requires_grad());
     // The adapter parameters are trainable again afterwards.
     for (const auto& p : f.adapted.adapter_parameters()) EXPECT_TRUE(p.requires_grad());
@@ -197,6 +197,47 @@ TEST(Alternating, DistillationIsZeroForIdenticalLogitsAndPositiveOtherwise) {
     s2.narrow(1, 0, 6).normal_();
     EXPECT_NEAR(distillation_kl(z, s, b.labels, 2.0).item<double>(), distillation_kl(z, s2, b.labels, 2.0).item<double>(),
                 1e-6);
+}
+
+TEST(Alternating, DistillationOnResponseRowsEqualsTheFullLogitsVersion) {
+    torch::manual_seed(6);
+    Batch b = make_batch();
+    b.labels[2].narrow(0, 8, 4).fill_(kIgnoreIndex);  // a row without response
+    b.labels[1][3] = b.input_ids[1][3];                // and a label outside the response block
+    const torch::Tensor t = torch::randn({4, 12, 64}), s = torch::randn({4, 12, 64});
+    const ResponseRows rows = response_rows(b.labels);
+    EXPECT_EQ(rows.rows.numel(), 13);  // one position before each kept label
+    const double full = distillation_kl(t, s, b.labels, 2.0).item<double>();
+    const double on_rows = distillation_kl_rows(gather_rows(t, rows), gather_rows(s, rows), 2.0).item<double>();
+    EXPECT_NEAR(on_rows, full, 1e-6 * std::abs(full));
+    // The positions distillation_kl reads: the same as response_loss's (labels shifted by one).
+    torch::Tensor keep = torch::zeros({4 * 12}, torch::kBool);
+    keep.index_fill_(0, rows.rows, true);
+    EXPECT_TRUE(torch::equal(keep.reshape({4, 12}).narrow(1, 0, 11), b.labels.narrow(1, 1, 11).ne(kIgnoreIndex)));
+}
+
+TEST(Alternating, StepsComputeTheSameLossesAsTheFullLogitsFormulas) {
+    // joint, shared and specific steps return the CE of the response rows; it equals response_loss
+    // on the full logits of the model the step started from.
+    Fixture f;
+    const Batch b = make_batch();
+    double expected;
+    {
+        torch::NoGradGuard no_grad;
+        f.trainer->fix_middles();
+        expected = response_loss(f.adapted.model->forward(b.input_ids, b.attention_mask), b.labels).item<double>();
+    }
+    torch::Tensor teacher;
+    const double shared_ce = f.trainer->shared_step(b, &teacher);
+    EXPECT_NEAR(shared_ce, expected, 1e-6 * std::abs(expected));
+    EXPECT_EQ(teacher.sizes(), (std::vector<int64_t>{4 * 4, 64}));  // [response rows, vocab]
+    double expected_specific;
+    {
+        torch::NoGradGuard no_grad;
+        f.trainer->fix_middles();
+        expected_specific = response_loss(f.adapted.model->forward(b.input_ids, b.attention_mask), b.labels).item<double>();
+    }
+    EXPECT_NEAR(f.trainer->specific_step(b, teacher), expected_specific, 1e-6 * std::abs(expected_specific));
 }
 
 TEST(Alternating, ProximalTermIsZeroAtTheDownloadedValues) {

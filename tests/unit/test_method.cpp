@@ -86,6 +86,110 @@ TEST(SparseBank, FixedOrderMakesAggregationReproducible) {
     EXPECT_TRUE(torch::equal(x, y));
 }
 
+namespace {
+
+// The aggregation formula in plain tensor operations (the implementation before
+// bench/bench_aggregation): the reference the fast aggregate_sparse is checked against.
+torch::Tensor aggregate_reference(torch::Tensor bank, const std::vector<const ClientUpload*>& uploads) {
+    const int64_t Lg = bank.size(0), M = bank.size(1);
+    torch::Tensor numerator = torch::zeros_like(bank), denominator = torch::zeros_like(bank);
+    for (const ClientUpload* u : uploads) {
+        const torch::Tensor weighted = u->relation * u->samples;
+        const torch::Tensor coverage = weighted.sum(1);
+        for (int64_t m = 0; m < M; ++m) {
+            const torch::Tensor idx = u->mask[m];
+            numerator.select(1, m).index_add_(1, idx, torch::matmul(weighted, u->values.select(1, m)));
+            denominator.select(1, m).index_add_(1, idx, coverage.unsqueeze(1).expand({Lg, idx.size(0)}));
+        }
+    }
+    return torch::where(denominator > 0, numerator / denominator.clamp_min(1e-30), bank);
+}
+
+// K random uploads shaped like the default job's: ranks cycling R/4, R/2, R, layers 4, 6, 8 (at most
+// L_g), topk masks on random scores, column-stochastic relations (one one-hot, as align = end).
+std::vector<ClientUpload> random_uploads(int64_t K, const BankShape& s, uint64_t seed) {
+    torch::manual_seed(seed);
+    std::vector<ClientUpload> out;
+    for (int64_t k = 0; k < K; ++k) {
+        ClientUpload u;
+        u.client = static_cast<int>(k);
+        u.samples = 10.0 + static_cast<double>(k % 5);
+        u.rank = std::max<int64_t>(1, k % 3 == 0 ? s.max_rank / 4 : k % 3 == 1 ? s.max_rank / 2 : s.max_rank);
+        u.layers = std::min<int64_t>(s.global_layers, 4 + 2 * (k % 3));
+        std::vector<torch::Tensor> rows;
+        for (int64_t m = 0; m < s.modules; ++m)
+            rows.push_back(select_mask(torch::rand({s.max_rank * s.max_rank}), u.rank, s.max_rank, "topk"));
+        u.mask = torch::stack(rows);
+        u.relation = k % 4 == 3 ? relation_end(s.global_layers, u.layers)
+                                : relation_matrix(torch::randn({s.global_layers, u.layers}), 1.0);
+        u.values = torch::randn({u.layers, s.modules, u.rank * u.rank});
+        out.push_back(std::move(u));
+    }
+    return out;
+}
+
+std::vector<const ClientUpload*> pointers(const std::vector<ClientUpload>& uploads) {
+    std::vector<const ClientUpload*> p;
+    for (const auto& u : uploads) p.push_back(&u);
+    return p;
+}
+
+}  // namespace
+
+TEST(SparseBank, AggregationMatchesTheTensorFormulaForAnySlotCountAndThreadCount) {
+    // L_g = 8 takes the fixed-width path, 5 the general one. 90 clients of ranks 8/16/32 cover
+    // 282240 entries, enough for aggregate_sparse to split the work over two threads when allowed.
+    const int threads_before = torch::get_num_threads();
+    for (const BankShape s : {BankShape{8, 7, 32}, BankShape{5, 3, 8}}) {
+        std::vector<ClientUpload> uploads = random_uploads(s.max_rank == 32 ? 90 : 9, s, 17);
+        // One client deeper than the bank (L_k > L_g: the general layer loop).
+        uploads[4].layers = s.global_layers + 2;
+        uploads[4].relation = relation_matrix(torch::randn({s.global_layers, uploads[4].layers}), 1.0);
+        uploads[4].values = torch::randn({uploads[4].layers, s.modules, uploads[4].rank * uploads[4].rank});
+        for (const auto& u : uploads) ASSERT_EQ(validate_upload(u, s), "");
+        torch::manual_seed(5);
+        const torch::Tensor start = torch::randn({s.global_layers, s.modules, s.max_rank * s.max_rank});
+        const torch::Tensor expected = aggregate_reference(start.clone(), pointers(uploads));
+        std::vector<torch::Tensor> results;
+        for (int threads : {1, 2}) {
+            torch::set_num_threads(threads);
+            torch::Tensor bank = start.clone();
+            aggregate_sparse(bank, pointers(uploads));
+            EXPECT_TRUE(torch::allclose(bank, expected, 1e-5, 1e-6)) << (bank - expected).abs().max();
+            results.push_back(bank);
+        }
+        EXPECT_TRUE(torch::equal(results[0], results[1]));  // bit for bit, whatever the threads
+    }
+    torch::set_num_threads(threads_before);
+}
+
+TEST(SparseBank, AggregationLeavesOtherReferencesToTheBankAlone) {
+    const BankShape s{4, 2, 4};
+    const std::vector<ClientUpload> uploads = random_uploads(3, s, 3);
+    torch::Tensor bank = torch::randn({4, 2, 16});
+    const torch::Tensor alias = bank;  // e.g. a checkpoint being written from it
+    const torch::Tensor before = bank.clone();
+    aggregate_sparse(bank, pointers(uploads));
+    EXPECT_TRUE(torch::equal(alias, before));
+    EXPECT_FALSE(torch::equal(bank, before));
+}
+
+TEST(SparseBank, AggregationRefusesMasksThatAreNotStrictlyAscendingAndKeepsTheBank) {
+    const BankShape s{4, 2, 4};
+    for (const std::vector<int64_t>& bad_row :
+         {std::vector<int64_t>{3, 1, 2, 0}, std::vector<int64_t>{0, 1, 1, 2}, std::vector<int64_t>{0, 1, 2, 16},
+          std::vector<int64_t>{-1, 0, 1, 2}}) {
+        std::vector<ClientUpload> uploads = random_uploads(3, s, 4);
+        uploads[1].rank = 2;
+        uploads[1].mask = torch::stack({torch::tensor(bad_row, torch::kInt64), torch::tensor(bad_row, torch::kInt64)});
+        uploads[1].values = torch::randn({uploads[1].layers, 2, 4});
+        torch::Tensor bank = torch::randn({4, 2, 16});
+        const torch::Tensor before = bank.clone();
+        EXPECT_THROW(aggregate_sparse(bank, pointers(uploads)), DataError);
+        EXPECT_TRUE(torch::equal(bank, before));
+    }
+}
+
 TEST(SparseBank, ValidationRejectsBadPayloadsWithAReason) {
     BankShape s = small_shape();
     auto good = [] { return upload(0, 2.0, {0, 1, 2, 3}, {{0.25f}, {0.75f}}, {{1, 2, 3, 4}}); };

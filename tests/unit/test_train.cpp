@@ -449,6 +449,70 @@ TEST(ResponseLoss, MatchesTheLossOfAPaddedBatch) {
     EXPECT_NEAR(l, (3 * l0 + 2 * l1) / 5.0, 1e-5);
 }
 
+TEST(ResponseLoss, TheHeadAtResponseRowsOnlyGivesTheSameLossAndGradients) {
+    // The training path (forward_hidden, LM head at the response rows only) against the full-logits
+    // loss, on an adapted model with a padded batch: same loss to 1e-6 relative, same adapter
+    // gradients, for right and left padding and for labels in the middle of a sequence.
+    for (const bool left_padding : {false, true}) {
+        LlamaForCausalLM model = tiny_model(11);
+        AdaptedModel adapted = attach_adapters(model, adapter_module_types(), 4, 8.0, 5);
+        {
+            torch::NoGradGuard no_grad;
+            torch::manual_seed(12);
+            for (auto& a : adapted.adapters) a->lora_B.normal_(0.0, 0.05);
+        }
+        torch::Tensor ids = random_ids(3, 16, 320, 13);
+        torch::Tensor mask = torch::ones({3, 16}, torch::kLong);
+        torch::Tensor labels = torch::full({3, 16}, kIgnoreIndex, torch::kLong);
+        labels.narrow(1, 10, 6).copy_(ids.narrow(1, 10, 6));  // the "response" of row 0
+        labels[1].narrow(0, 5, 4).copy_(ids[1].narrow(0, 5, 4));  // labels in the middle
+        labels[1].narrow(0, 9, 7).fill_(kIgnoreIndex);
+        if (left_padding) {
+            mask[2].narrow(0, 0, 4).fill_(0);
+        } else {
+            mask[2].narrow(0, 12, 4).fill_(0);
+            labels[2].narrow(0, 12, 4).fill_(kIgnoreIndex);
+        }
+
+        const std::vector<torch::Tensor> params = adapted.adapter_parameters();
+        auto grads = [&](const torch::Tensor& loss) {
+            for (auto p : params)
+                if (p.grad().defined()) p.mutable_grad().zero_();
+            loss.backward();
+            std::vector<torch::Tensor> g;
+            for (const auto& p : params) g.push_back(p.grad().clone());
+            return g;
+        };
+        const torch::Tensor full = response_loss(model->forward(ids, mask), labels);
+        const std::vector<torch::Tensor> g_full = grads(full);
+        const ResponseLogits rows = response_logits(model, model->forward_hidden(ids, mask), labels);
+        EXPECT_EQ(rows.logits.size(0), labels.narrow(1, 1, 15).ne(kIgnoreIndex).sum().item<int64_t>());
+        const torch::Tensor sparse = response_loss(rows);
+        const std::vector<torch::Tensor> g_rows = grads(sparse);
+        EXPECT_NEAR(sparse.item<double>(), full.item<double>(), 1e-6 * std::abs(full.item<double>())) << left_padding;
+        for (size_t i = 0; i < params.size(); ++i)
+            EXPECT_TRUE(torch::allclose(g_rows[i], g_full[i], 1e-4, 1e-7)) << i << " " << max_diff(g_rows[i], g_full[i]);
+    }
+}
+
+TEST(ResponseLoss, ResponseRowsAreThePositionsBeforeEachKeptLabelInOrder) {
+    const torch::Tensor labels =
+        torch::tensor({-100, -100, 2, 4, -100, -100, 7, -100, -100, 3}, torch::kLong).reshape({2, 5});
+    const ResponseRows r = response_rows(labels);
+    EXPECT_TRUE(torch::equal(r.rows, torch::tensor({1, 2, 5, 8}, torch::kLong)));
+    EXPECT_TRUE(torch::equal(r.targets, torch::tensor({2, 4, 7, 3}, torch::kLong)));
+    // No kept label: no rows, and the loss is NaN like the full-logits loss of such a batch.
+    const torch::Tensor none = torch::full({2, 5}, kIgnoreIndex, torch::kLong);
+    EXPECT_EQ(response_rows(none).rows.numel(), 0);
+    LlamaForCausalLM model = tiny_model();
+    torch::NoGradGuard no_grad;
+    const torch::Tensor ids = random_ids(2, 5);
+    EXPECT_TRUE(std::isnan(response_loss(model->forward(ids), none).item<double>()));
+    EXPECT_TRUE(std::isnan(response_loss(response_logits(model, model->forward_hidden(ids), none)).item<double>()));
+    // forward is the head on forward_hidden.
+    EXPECT_TRUE(torch::equal(model->forward(ids), model->logits(model->forward_hidden(ids))));
+}
+
 // ---------------------------------------------------------------- schedule
 
 TEST(Schedule, LinearWarmupThenCosineToTheFloor) {

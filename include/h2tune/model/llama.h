@@ -190,7 +190,14 @@ public:
     // The same, appending to `cache` (which may be empty) and attending to past + current tokens.
     torch::Tensor forward_with_cache(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                                      const torch::Tensor& position_ids, KvCache* cache);
-    // hidden [..., hidden] -> logits [..., vocab] (for callers that need logits at a few positions).
+    // The final-norm hidden states [B, T, hidden] that forward() applies the LM head to (arguments
+    // as forward). With logits() on selected rows, a loss that reads a few positions (the response)
+    // does not pay for the [B, T, vocab] head and log-softmax everywhere: forward(ids, mask) equals
+    // logits(forward_hidden(ids, mask)).
+    torch::Tensor forward_hidden(const torch::Tensor& input_ids, const torch::Tensor& attention_mask = {},
+                                 const torch::Tensor& position_ids = {});
+    // hidden [..., hidden] -> logits [..., vocab] (for callers that need logits at a few positions,
+    // e.g. rows [N, hidden] gathered from forward_hidden).
     torch::Tensor logits(const torch::Tensor& hidden);
     // The output embedding matrix [vocab, hidden] (model.embed_tokens.weight when tied).
     torch::Tensor output_weight() const;

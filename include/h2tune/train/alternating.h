@@ -34,6 +34,9 @@ struct AlternatingOptions {
 // is kept (the response), logits [B, T, V], labels [B, T].
 torch::Tensor distillation_kl(const torch::Tensor& teacher, const torch::Tensor& student, const torch::Tensor& labels,
                               double temperature);
+// The same on logits already taken at the response rows only (ResponseLogits::logits, [N, V]):
+// the mean over rows of KL(softmax(teacher / t) || softmax(student / t)).
+torch::Tensor distillation_kl_rows(const torch::Tensor& teacher, const torch::Tensor& student, double temperature);
 
 class AlternatingTrainer {
 public:
@@ -42,6 +45,8 @@ public:
                        const AlternatingOptions& options);
 
     double joint_step(const Batch& batch);                             // returns the CE loss
+    // The steps compute the LM head only at the response rows (response_logits); `teacher` holds
+    // the shared step's logits at those rows, [N, V], for the specific step on the same batch.
     double shared_step(const Batch& batch, torch::Tensor* teacher);    // returns the CE loss
     double specific_step(const Batch& batch, const torch::Tensor& teacher);
     // Sets every adapter's middle matrix from T values ([L_k, M, r^2]).

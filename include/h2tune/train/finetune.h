@@ -11,6 +11,7 @@
 #include <torch/types.h>
 
 #include "h2tune/data/loader.h"
+#include "h2tune/model/llama.h"
 
 namespace torch::optim {
 class Optimizer;
@@ -21,6 +22,31 @@ namespace h2tune {
 // Mean cross-entropy of the tokens whose label is not kIgnoreIndex, with the usual one-position
 // shift (logits at t predict labels at t + 1). logits [B, T, V], labels [B, T].
 torch::Tensor response_loss(const torch::Tensor& logits, const torch::Tensor& labels);
+
+// The same loss without the LM head at positions nobody reads. A response row is a position t of
+// sequence b whose next-token label labels[b][t + 1] is kept; rows are in (b, t) order, the order
+// response_loss visits them. On a typical batch a quarter of the positions are rows, and the head
+// ([B, T, hidden] x [hidden, V] and a log-softmax over V) was the largest single cost of a step.
+struct ResponseRows {
+    torch::Tensor rows;     // int64 [N]: b * T + t, ascending
+    torch::Tensor targets;  // int64 [N]: labels[b][t + 1]
+};
+ResponseRows response_rows(const torch::Tensor& labels);  // labels [B, T]
+
+// hidden [B, T, H] (LlamaForCausalLM::forward_hidden) -> its rows [N, H].
+torch::Tensor gather_rows(const torch::Tensor& hidden, const ResponseRows& rows);
+
+// The LM head at the response rows: logits [N, V] and their targets.
+struct ResponseLogits {
+    torch::Tensor logits;   // [N, V]
+    torch::Tensor targets;  // int64 [N]
+};
+ResponseLogits response_logits(LlamaForCausalLM& model, const torch::Tensor& hidden, const torch::Tensor& labels);
+
+// Mean cross-entropy over the rows: response_loss(model->forward(ids, mask), labels) equals
+// response_loss(response_logits(model, model->forward_hidden(ids, mask), labels)) up to rounding
+// (the same numbers, summed in a different grouping). NaN when there is no row, as response_loss.
+torch::Tensor response_loss(const ResponseLogits& response);
 
 struct ScheduleOptions {
     double lr = 2e-4;
