@@ -31,10 +31,6 @@ void put_tensor_f32(ByteWriter& w, const torch::Tensor& t) {
     w.put_array(c.data_ptr<float>(), static_cast<size_t>(c.numel()));
 }
 
-void put_tensor_i64(ByteWriter& w, const torch::Tensor& t) {
-    torch::Tensor c = t.to(torch::kInt64).contiguous();
-    w.put_array(c.data_ptr<int64_t>(), static_cast<size_t>(c.numel()));
-}
 
 size_t element_count(const std::vector<int64_t>& shape) {
     size_t n = 1;
@@ -243,7 +239,7 @@ void exchange_masks(const Communicator& comm, const std::vector<std::unique_ptr<
         w.put<int32_t>(c->config().index);
         w.put<int64_t>(masks.size(0));
         w.put<int64_t>(masks.size(1));
-        put_tensor_i64(w, masks);
+        put_mask_i32(w, masks);  // indices < R*R: int32 halves the one-time announcement
     }
     auto parts = comm.gather(w.buffer(), 0);
     if (comm.rank() != 0) return;
@@ -264,8 +260,7 @@ void exchange_masks(const Communicator& comm, const std::vector<std::unique_ptr<
             if (k < 0 || static_cast<size_t>(k) >= num_clients || M != server.shape.modules || n < 1 ||
                 n > server.shape.max_rank * server.shape.max_rank)
                 throw CommError("malformed mask announcement");
-            auto v = r.get_array<int64_t>(static_cast<size_t>(M * n));
-            torch::Tensor masks = torch::tensor(v, torch::kInt64).reshape({M, n});
+            torch::Tensor masks = get_mask_i32(r, {M, n});
             server.masks[static_cast<size_t>(k)] = masks;
             server.mask_bytes[static_cast<size_t>(k)] = static_cast<double>(r.position() - begin);
             server.mask_errors[static_cast<size_t>(k)] = validate_mask_indices(masks, server.shape.max_rank);
