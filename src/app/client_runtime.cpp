@@ -18,6 +18,7 @@ namespace h2tune {
 namespace {
 Batch to_device(Batch b, torch::Device device) {
     if (device.is_cpu()) return b;
+    b.labels_host = b.labels;  // row selection on the host, no device sync (train/finetune.h)
     b.input_ids = b.input_ids.to(device, /*non_blocking=*/true);
     b.attention_mask = b.attention_mask.to(device, true);
     b.labels = b.labels.to(device, true);

@@ -10,6 +10,11 @@ namespace {
 void set_trainable(const std::vector<torch::Tensor>& params, bool on) {
     for (auto p : params) p.set_requires_grad(on);
 }
+
+// The labels to select response rows from: the host copy of a GPU batch when there is one.
+const torch::Tensor& host_labels(const Batch& batch) {
+    return batch.labels_host.defined() ? batch.labels_host : batch.labels;
+}
 }  // namespace
 
 torch::Tensor distillation_kl_rows(const torch::Tensor& teacher, const torch::Tensor& student, double temperature) {
@@ -79,7 +84,7 @@ double AlternatingTrainer::joint_step(const Batch& batch) {
         set_middles(values);
     }
     torch::Tensor loss = response_loss(
-        response_logits(adapted_.model, adapted_.model->forward_hidden(batch.input_ids, batch.attention_mask), batch.labels));
+        response_logits(adapted_.model, adapted_.model->forward_hidden(batch.input_ids, batch.attention_mask), host_labels(batch)));
     specific_->zero_grad();
     if (residual_) residual_->zero_grad();
     if (relation_) relation_->zero_grad();
@@ -97,7 +102,7 @@ double AlternatingTrainer::shared_step(const Batch& batch, torch::Tensor* teache
     torch::Tensor values = shared_->middle_values();
     set_middles(values);
     const ResponseLogits response =
-        response_logits(adapted_.model, adapted_.model->forward_hidden(batch.input_ids, batch.attention_mask), batch.labels);
+        response_logits(adapted_.model, adapted_.model->forward_hidden(batch.input_ids, batch.attention_mask), host_labels(batch));
     torch::Tensor ce = response_loss(response);
     torch::Tensor loss = ce + options_.lambda_prox * shared_->proximal_kl(values);
     residual_->zero_grad();
@@ -115,7 +120,7 @@ double AlternatingTrainer::specific_step(const Batch& batch, const torch::Tensor
     if (!shared_) throw Error("specific step without shared parameters");
     fix_middles();  // T as the shared step left it; no gradient reaches D or Z
     const ResponseLogits response =
-        response_logits(adapted_.model, adapted_.model->forward_hidden(batch.input_ids, batch.attention_mask), batch.labels);
+        response_logits(adapted_.model, adapted_.model->forward_hidden(batch.input_ids, batch.attention_mask), host_labels(batch));
     torch::Tensor ce = response_loss(response);
     torch::Tensor loss = ce + options_.lambda_kd * distillation_kl_rows(teacher, response.logits, options_.kd_temperature);
     specific_->step(loss);

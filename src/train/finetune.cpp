@@ -32,13 +32,25 @@ ResponseRows response_rows(const torch::Tensor& labels) {
     return r;
 }
 
+namespace {
+// A host tensor onto `device` without waiting for the device: a copy from pageable memory would
+// first drain the stream, so it goes through pinned memory.
+torch::Tensor to_device_async(const torch::Tensor& t, torch::Device device) {
+    if (t.device() == device) return t;
+    if (device.is_cuda() && t.is_cpu()) return t.pin_memory().to(device, /*non_blocking=*/true);
+    return t.to(device);
+}
+}  // namespace
+
 torch::Tensor gather_rows(const torch::Tensor& hidden, const ResponseRows& rows) {
-    return hidden.reshape({-1, hidden.size(-1)}).index_select(0, rows.rows);
+    return hidden.reshape({-1, hidden.size(-1)}).index_select(0, to_device_async(rows.rows, hidden.device()));
 }
 
 ResponseLogits response_logits(LlamaForCausalLM& model, const torch::Tensor& hidden, const torch::Tensor& labels) {
+    // Labels on the host (a GPU batch keeps a host copy) select the rows without a device
+    // synchronisation: the GPU keeps its queue of kernels while the host goes on launching.
     const ResponseRows rows = response_rows(labels);
-    return ResponseLogits{model->logits(gather_rows(hidden, rows)), rows.targets};
+    return ResponseLogits{model->logits(gather_rows(hidden, rows)), to_device_async(rows.targets, hidden.device())};
 }
 
 torch::Tensor response_loss(const ResponseLogits& response) {

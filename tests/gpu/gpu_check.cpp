@@ -73,6 +73,7 @@ Batch make_batch(const LlamaConfig& config, torch::Device device) {
     b.labels = torch::full({16, 128}, kIgnoreIndex, torch::kInt64);
     b.labels.narrow(1, 96, 32).copy_(b.input_ids.narrow(1, 96, 32));
     b.tokens = 16 * 128;
+    if (device.is_cuda()) b.labels_host = b.labels;  // as ClientRuntime does for a GPU batch
     b.input_ids = b.input_ids.to(device);
     b.attention_mask = b.attention_mask.to(device);
     b.labels = b.labels.to(device);

@@ -38,6 +38,7 @@ struct Batch {
     at::Tensor input_ids;       // [B, T] int64, right-padded with the pad id
     at::Tensor attention_mask;  // [B, T] int64, 1 = real token
     at::Tensor labels;          // [B, T] int64, -100 = ignored
+    at::Tensor labels_host;     // the labels on the CPU when the others were moved to a GPU, else undefined
     int64_t response_tokens = 0;
     int64_t tokens = 0;         // real tokens in the batch
 };
