@@ -70,6 +70,7 @@ CASES=(
   "unknown method|2|method|--config $(job unknown_method 's/^method = local/method = fedprox/') --force"
   "mask refresh with block masks|2|mask_refresh.*topk|--config $(job refresh_block '/^\[federation\]/a mask = block' '/^\[federation\]/a mask_refresh = 1') --force"
   "shard index not below the count|2|client.0.shard.*0 <= K < N, got '3/3'|--config $(job bad_shard '/^rank = 4/a shard = 3/3') --force"
+  "a client over several ranks|2|client.0.ranks_per_client.*not implemented|--config $(job multi_rank '/^rank = 4/a ranks_per_client = 2') --force"
   "participation above 1|2|participation|--config $(job participation '/^\[federation\]/a participation = 1.5') --force"
   "missing job file|2|$WORK/nope.ini: cannot open job file|--config $WORK/nope.ini --force"
   "--set without =|2|--set expects key=value|--config $(job set_ok) --set clients.lr --force"
