@@ -17,7 +17,6 @@
 // matmul and two index_add_ per client and module type, kept below verbatim) is timed too and the
 // two results are compared element by element.
 #include <dlfcn.h>
-#include <malloc.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -37,6 +36,8 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "bench_common.h"
+#include "h2tune/core/process_setup.h"
 #include "h2tune/core/error.h"
 #include "h2tune/method/alignment.h"
 #include "h2tune/method/sparse_bank.h"
@@ -46,33 +47,15 @@ using json = nlohmann::json;
 
 namespace {
 
+using h2tune::bench::blas_threads;
+using h2tune::bench::median;
+
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-double median(std::vector<double> v) {
-    if (v.empty()) return std::numeric_limits<double>::quiet_NaN();
-    std::sort(v.begin(), v.end());
-    const size_t n = v.size();
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
-// As h2tune's main (and bench_step): passive OpenMP waiting, set before libgomp starts.
-void ensure_passive_openmp(char** argv) {
-    if (std::getenv("OMP_WAIT_POLICY") || std::getenv("H2TUNE_NO_REEXEC")) return;
-    if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;
-    char self[4096];
-    const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    if (n <= 0) return;
-    self[n] = '\0';
-    execv(self, argv);
-}
 
-int blas_threads() {
-    using Get = int (*)();
-    const auto get = reinterpret_cast<Get>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
-    return get ? get() : -1;
-}
 
 // The implementation before this benchmark existed (git b724ae5, src/method/sparse_bank.cpp),
 // verbatim: the reference for timing and for the results.
@@ -251,10 +234,7 @@ bool parse_options(int argc, char** argv, Options& o) {
 int run(int argc, char** argv) {
     Options o;
     if (!parse_options(argc, argv, o)) return 0;
-    if (o.mallopt_tuned) {
-        mallopt(M_MMAP_MAX, 0);
-        mallopt(M_TRIM_THRESHOLD, 1 << 30);
-    }
+    if (o.mallopt_tuned) h2tune::tune_allocator();
     if (o.threads > 0) torch::set_num_threads(o.threads);
     const int threads = torch::get_num_threads();
     const int64_t max_k = *std::max_element(o.clients.begin(), o.clients.end());
@@ -325,7 +305,7 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    ensure_passive_openmp(argv);
+    h2tune::ensure_passive_openmp(argv);
     try {
         return run(argc, argv);
     } catch (const std::exception& e) {

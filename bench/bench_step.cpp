@@ -21,7 +21,6 @@
 //                     as metadata; with --random also the base model under DIR/<preset>.random/) so
 //                     that torch_step.py runs on exactly the same weights and data.
 #include <dlfcn.h>
-#include <malloc.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -42,6 +41,8 @@
 #include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/torch.h>
 
+#include "bench_common.h"
+#include "h2tune/core/process_setup.h"
 #include "h2tune/adapter/triple_adapter.h"
 #include "h2tune/core/error.h"
 #include "h2tune/data/loader.h"
@@ -60,18 +61,15 @@ using json = nlohmann::json;
 
 namespace {
 
+using h2tune::bench::blas_threads;
+using h2tune::bench::median;
+
 using Clock = std::chrono::steady_clock;
 
 double ms_between(Clock::time_point a, Clock::time_point b) {
     return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
-double median(std::vector<double> v) {
-    if (v.empty()) return std::numeric_limits<double>::quiet_NaN();
-    std::sort(v.begin(), v.end());
-    const size_t n = v.size();
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 std::string fmt_double(double x) {
     char buf[64];
@@ -80,27 +78,6 @@ std::string fmt_double(double x) {
 }
 
 // ---------------------------------------------------------------- environment (as src/main.cpp)
-
-// Same as h2tune's main: OpenMP threads that busy-wait between ops cost ~10x on 2 shared cores, and
-// libgomp reads OMP_WAIT_POLICY only at start-up, so set it and re-execute once unless chosen.
-void ensure_passive_openmp(char** argv) {
-    if (std::getenv("OMP_WAIT_POLICY") || std::getenv("H2TUNE_NO_REEXEC")) return;
-    if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;
-    char self[4096];
-    const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    if (n <= 0) return;
-    self[n] = '\0';
-    execv(self, argv);
-}
-
-// Debian's LibTorch calls the system BLAS (OpenBLAS, pthreads build) for fp32 matmuls; OpenBLAS
-// keeps its own thread pool, which torch::set_num_threads does NOT resize (it starts with one
-// thread per core, or OPENBLAS_NUM_THREADS). -1 when the BLAS is not OpenBLAS.
-int blas_threads() {
-    using Get = int (*)();
-    const auto get = reinterpret_cast<Get>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
-    return get ? get() : -1;
-}
 
 bool set_blas_threads(int n) {
     using Set = void (*)(int);
@@ -618,8 +595,7 @@ int run(int argc, char** argv) {
     if (!parse_options(argc, argv, o)) return 0;
     if (o.mallopt_tuned) {
         // As h2tune's main: no mmap/munmap (and page faults) for every large activation.
-        mallopt(M_MMAP_MAX, 0);
-        mallopt(M_TRIM_THRESHOLD, 1 << 30);
+        h2tune::tune_allocator();
     }
     if (o.threads > 0) torch::set_num_threads(o.threads);
     if (o.blas_threads > 0 && !set_blas_threads(o.blas_threads))
@@ -659,7 +635,7 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    ensure_passive_openmp(argv);
+    h2tune::ensure_passive_openmp(argv);
     try {
         return run(argc, argv);
     } catch (const std::exception& e) {

@@ -294,11 +294,12 @@ int cmd_train(const Args& args) {
 
     // Resume: the newest committed checkpoint that verifies, and a config it is compatible with.
     CheckpointInfo from;
+    TensorMap saved_server;  // rank 0: server.h5 of the checkpoint, read once
     if (resume) {
         from = choose_checkpoint(comm, checkpoint_root);
         if (root) {
             std::map<std::string, std::string> attrs;
-            read_tensor_file((fs::path(from.dir) / kServerFile).string(), &attrs);
+            saved_server = read_tensor_file((fs::path(from.dir) / kServerFile).string(), &attrs);
             const auto differing = incompatible_keys(attrs["config"], config_text);
             if (!differing.empty()) {
                 std::string list;
@@ -419,7 +420,7 @@ int cmd_train(const Args& args) {
     // Round 0 needs the masks before any upload: clients announce them once at start.
     if (h2) exchange_masks(comm, clients, server, K, fault);
     if (root && federated && resume)
-        load_server_state(server, read_tensor_file((fs::path(from.dir) / kServerFile).string()), K);
+        load_server_state(server, saved_server, K);
 
     CheckpointRequest ckpt;
     ckpt.root = checkpoint_root;

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 
 #include "h2tune/core/error.h"
 #include "h2tune/core/rng.h"
@@ -52,6 +53,42 @@ void put_mask_i32(ByteWriter& w, const torch::Tensor& mask) {
 torch::Tensor get_mask_i32(ByteReader& r, std::vector<int64_t> shape) {
     auto v = r.get_array<int32_t>(element_count(shape));
     return torch::from_blob(v.data(), shape, torch::kInt32).to(torch::kInt64);
+}
+
+// Round-start delivery from rank 0: one message per rank holding a record ([client][payload]) for
+// each of its clients that `wanted`; `write` fills a payload, `read` consumes one on the hosting
+// rank. Posted, not sent: a rank still busy with an earlier round (round_timeout) must not hold
+// rank 0 up; it finds its message when it gets here. Returns the bytes each hosted client received.
+std::map<int, double> deliver_to_clients(Communicator& comm, const std::vector<std::unique_ptr<ClientRuntime>>& clients,
+                                         size_t num_clients, const char* what,
+                                         const std::function<bool(size_t)>& wanted,
+                                         const std::function<void(size_t, ByteWriter&)>& write,
+                                         const std::function<void(ClientRuntime&, ByteReader&)>& read) {
+    Bytes msg;
+    if (comm.rank() == 0) {
+        std::vector<ByteWriter> per_rank(static_cast<size_t>(comm.size()));
+        for (size_t k = 0; k < num_clients; ++k) {
+            if (!wanted(k)) continue;
+            ByteWriter& w = per_rank[k % static_cast<size_t>(comm.size())];
+            w.put<int32_t>(static_cast<int32_t>(k));
+            write(k, w);
+        }
+        for (int r = 1; r < comm.size(); ++r) comm.post(std::move(per_rank[static_cast<size_t>(r)].buffer()), r, kTagDownload);
+        msg = std::move(per_rank[0].buffer());  // rank 0's own clients need no MPI
+    } else {
+        msg = comm.receive(0, kTagDownload);
+    }
+    std::map<int, double> bytes;
+    ByteReader reader(msg.data(), msg.size(), what);
+    while (!reader.done()) {
+        const size_t begin = reader.position();
+        const int32_t k = reader.get<int32_t>();
+        auto it = std::find_if(clients.begin(), clients.end(), [k](const auto& c) { return c->config().index == k; });
+        if (it == clients.end()) throw CommError(std::string(what) + " for client " + std::to_string(k) + " reached the wrong rank");
+        read(**it, reader);
+        bytes[k] = static_cast<double>(reader.position() - begin);
+    }
+    return bytes;
 }
 
 // A finite but absurd update (a diverged client) would swamp the bank as surely as a NaN.
@@ -200,33 +237,14 @@ std::vector<int> configure_lora_groups(Communicator& comm, const std::vector<std
 std::map<int, double> send_lora_downloads(Communicator& comm, const std::vector<std::unique_ptr<ClientRuntime>>& clients,
                                           FederatedServer& server, const std::vector<bool>& participating,
                                           size_t num_clients, int round) {
-    Bytes msg;
-    if (comm.rank() == 0) {
-        std::vector<ByteWriter> per_rank(static_cast<size_t>(comm.size()));
-        for (size_t k = 0; k < num_clients; ++k) {
-            TensorMap& pending = server.lora.pending[k];
-            if (!participating[k] || pending.empty()) continue;
-            ByteWriter& w = per_rank[k % static_cast<size_t>(comm.size())];
-            w.put<int32_t>(static_cast<int32_t>(k));
-            put_tensor_map(w, pending);
-            pending.clear();  // delivered; the next aggregation sets it again
-        }
-        for (int r = 1; r < comm.size(); ++r) comm.post(std::move(per_rank[static_cast<size_t>(r)].buffer()), r, kTagDownload);
-        msg = std::move(per_rank[0].buffer());
-    } else {
-        msg = comm.receive(0, kTagDownload);
-    }
-    std::map<int, double> bytes;
-    ByteReader reader(msg.data(), msg.size(), "LoRA download");
-    while (!reader.done()) {
-        const size_t begin = reader.position();
-        const int32_t k = reader.get<int32_t>();
-        auto it = std::find_if(clients.begin(), clients.end(), [k](const auto& c) { return c->config().index == k; });
-        if (it == clients.end()) throw CommError("download for client " + std::to_string(k) + " reached the wrong rank");
-        (*it)->apply_lora_download(get_tensor_map(reader), round);
-        bytes[k] = static_cast<double>(reader.position() - begin);
-    }
-    return bytes;
+    return deliver_to_clients(
+        comm, clients, num_clients, "LoRA download",
+        [&](size_t k) { return participating[k] && !server.lora.pending[k].empty(); },
+        [&](size_t k, ByteWriter& w) {
+            put_tensor_map(w, server.lora.pending[k]);
+            server.lora.pending[k].clear();  // delivered; the next aggregation sets it again
+        },
+        [&](ClientRuntime& c, ByteReader& r) { c.apply_lora_download(get_tensor_map(r), round); });
 }
 
 void exchange_masks(const Communicator& comm, const std::vector<std::unique_ptr<ClientRuntime>>& clients,
@@ -271,46 +289,25 @@ void exchange_masks(const Communicator& comm, const std::vector<std::unique_ptr<
 std::map<int, double> send_downloads(Communicator& comm, const std::vector<std::unique_ptr<ClientRuntime>>& clients,
                                      const FederatedServer& server, const std::vector<bool>& participating,
                                      size_t num_clients) {
-    Bytes msg;
-    if (comm.rank() == 0) {
-        // One message per rank holding the slices of all its participating clients.
-        std::vector<ByteWriter> per_rank(static_cast<size_t>(comm.size()));
-        for (size_t k = 0; k < num_clients; ++k) {
-            if (!participating[k] || !server.mask_errors[k].empty()) continue;
-            ByteWriter& w = per_rank[k % static_cast<size_t>(comm.size())];
-            w.put<int32_t>(static_cast<int32_t>(k));
+    return deliver_to_clients(
+        comm, clients, num_clients, "download",
+        [&](size_t k) { return participating[k] && server.mask_errors[k].empty(); },
+        [&](size_t k, ByteWriter& w) {
             const bool new_mask = server.new_masks[k].defined();
             w.put<uint8_t>(new_mask ? 1 : 0);
             if (new_mask) put_mask_i32(w, server.new_masks[k]);
             // h2tune-dense: the whole bank travels, as in the reference implementation.
             put_tensor_f32(w, server.dense ? server.bank : bank_gather(server.bank, server.masks[k]));
-        }
-        // Posted, not sent: a rank still busy with an earlier round (round_timeout) must not hold
-        // rank 0 up; it finds its slices when it gets here.
-        for (int r = 1; r < comm.size(); ++r) comm.post(std::move(per_rank[static_cast<size_t>(r)].buffer()), r, kTagDownload);
-        msg = std::move(per_rank[0].buffer());  // rank 0's own clients need no MPI
-    } else {
-        msg = comm.receive(0, kTagDownload);
-    }
-    std::map<int, double> bytes;
-    ByteReader reader(msg.data(), msg.size(), "download");
-    while (!reader.done()) {
-        const size_t begin = reader.position();
-        const int32_t k = reader.get<int32_t>();
-        auto it = std::find_if(clients.begin(), clients.end(), [k](const auto& c) { return c->config().index == k; });
-        if (it == clients.end()) throw CommError("download for client " + std::to_string(k) + " reached the wrong rank");
-        const SharedMiddle* sh = (*it)->shared();
-        const auto& o = sh->options();
-        if (reader.get<uint8_t>() != 0) (*it)->receive_masks(get_mask_i32(reader, {o.modules, sh->entries()}));
-        if ((*it)->dense_exchange()) {
-            torch::Tensor bank = get_tensor_f32(reader, {o.global_layers, o.modules, o.max_rank * o.max_rank});
-            (*it)->receive_dense_bank(bank);
-        } else {
-            (*it)->receive_slices(get_tensor_f32(reader, {o.global_layers, o.modules, sh->entries()}));
-        }
-        bytes[k] = static_cast<double>(reader.position() - begin);
-    }
-    return bytes;
+        },
+        [&](ClientRuntime& c, ByteReader& r) {
+            const SharedMiddle* sh = c.shared();
+            const auto& o = sh->options();
+            if (r.get<uint8_t>() != 0) c.receive_masks(get_mask_i32(r, {o.modules, sh->entries()}));
+            if (c.dense_exchange())
+                c.receive_dense_bank(get_tensor_f32(r, {o.global_layers, o.modules, o.max_rank * o.max_rank}));
+            else
+                c.receive_slices(get_tensor_f32(r, {o.global_layers, o.modules, sh->entries()}));
+        });
 }
 
 void pack_upload(ByteWriter& out, ClientRuntime& client, const ClientRoundMetrics& m, bool participated,

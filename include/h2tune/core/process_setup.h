@@ -1,0 +1,17 @@
+// Process-wide settings that must come before LibTorch does any work; shared by `h2tune` and the
+// benchmarks so that both measure the same process.
+#pragma once
+
+namespace h2tune {
+
+// OpenMP threads that busy-wait between LibTorch operations steal the cores from each other and
+// from other ranks (measured ~10x slower training on 2 cores). libgomp reads OMP_WAIT_POLICY only
+// when the process starts, so when the user has not chosen a policy this sets it and re-executes
+// the program once. H2TUNE_NO_REEXEC=1 disables this. Returns only when no re-exec happened.
+void ensure_passive_openmp(char** argv);
+
+// glibc otherwise mmaps every large tensor and unmaps it on free, so each training step pays page
+// faults for its activations again; measured 3.5x slower on a small model.
+void tune_allocator();
+
+}  // namespace h2tune

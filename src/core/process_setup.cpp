@@ -1,0 +1,27 @@
+#include "h2tune/core/process_setup.h"
+
+#include <malloc.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+namespace h2tune {
+
+void ensure_passive_openmp(char** argv) {
+    if (std::getenv("OMP_WAIT_POLICY") || std::getenv("H2TUNE_NO_REEXEC")) return;
+    if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;
+    // Exec the resolved path (not /proc/self/exe) so that ps and top still show the program's name.
+    char self[4096];
+    const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n <= 0) return;
+    self[n] = '\0';
+    execv(self, argv);
+    // execv only returns on failure; carry on with the active policy.
+}
+
+void tune_allocator() {
+    mallopt(M_MMAP_MAX, 0);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+}
+
+}  // namespace h2tune
