@@ -15,6 +15,7 @@
 #include "h2tune/app/cli.h"
 #include "h2tune/app/command_options.h"
 #include "h2tune/core/error.h"
+#include "h2tune/core/process_setup.h"
 #include "h2tune/core/rng.h"
 #include "h2tune/model/llama.h"
 #include "h2tune/tokenizer/bpe_tokenizer.h"
@@ -120,6 +121,7 @@ int cmd_pretrain(const Args& args) {
     // LibTorch's default here is 1 thread; 0 means every core.
     torch::set_num_threads(vm["threads"].as<int>() > 0 ? vm["threads"].as<int>()
                                                        : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+    match_blas_threads(torch::get_num_threads());
     const uint64_t seed = vm["seed"].as<uint64_t>();
 
     BpeTokenizer tok = BpeTokenizer::from_file(vm["tokenizer"].as<std::string>());

@@ -2,8 +2,11 @@
 
 #include <mpi.h>
 
+#include <algorithm>
+#include <chrono>
 #include <exception>
 #include <limits>
+#include <thread>
 
 #include "h2tune/core/error.h"
 
@@ -13,6 +16,25 @@ namespace {
 MPI_Comm& as_comm(void*& handle) { return *reinterpret_cast<MPI_Comm*>(&handle); }
 MPI_Comm as_comm(void* const& handle) { return *reinterpret_cast<MPI_Comm const*>(&handle); }
 static_assert(sizeof(MPI_Comm) <= sizeof(void*), "MPI_Comm must fit in a pointer-sized handle");
+
+// Blocks until a message from `source` with `tag` is waiting. A blocking MPI_Probe/MPI_Recv
+// busy-polls inside Open MPI at full speed; a rank that waits for the slowest client of a round
+// (seconds) then takes a core away from the ranks still training whenever ranks share cores
+// (oversubscribed workstations, more clients than cores). So: poll for a few microseconds (fast
+// replies stay fast), then sleep between polls with a backoff capped at 1 ms, a delay that no
+// round of local training notices.
+void wait_for_message(MPI_Comm comm, int source, int tag, MPI_Status& status) {
+    constexpr int kSpinPolls = 64;
+    auto pause = std::chrono::microseconds(20);
+    for (int polls = 0;; ++polls) {
+        int waiting = 0;
+        mpi_check(MPI_Iprobe(source, tag, comm, &waiting, &status), "MPI_Iprobe");
+        if (waiting) return;
+        if (polls < kSpinPolls) continue;
+        std::this_thread::sleep_for(pause);
+        pause = std::min(pause * 2, std::chrono::microseconds(1000));
+    }
+}
 
 int checked_count(size_t n) {
     if (n > static_cast<size_t>(std::numeric_limits<int>::max()))
@@ -122,7 +144,7 @@ Bytes receive_probed(MPI_Comm comm, MPI_Status& status) {
 
 Bytes Communicator::receive(int source, int tag) const {
     MPI_Status status;
-    mpi_check(MPI_Probe(source, tag, as_comm(world_), &status), "MPI_Probe");
+    wait_for_message(as_comm(world_), source, tag, status);
     return receive_probed(as_comm(world_), status);
 }
 
@@ -144,10 +166,14 @@ void Communicator::send(const Bytes& payload, int dest, int tag) const {
 
 Bytes Communicator::recv(int source, int tag) const {
     uint64_t n = 0;
-    mpi_check(MPI_Recv(&n, 1, MPI_UINT64_T, source, tag, as_comm(world_), MPI_STATUS_IGNORE), "MPI_Recv(size)");
+    MPI_Status status;
+    wait_for_message(as_comm(world_), source, tag, status);
+    mpi_check(MPI_Recv(&n, 1, MPI_UINT64_T, status.MPI_SOURCE, tag, as_comm(world_), MPI_STATUS_IGNORE),
+              "MPI_Recv(size)");
     Bytes out(n);
     if (n > 0)
-        mpi_check(MPI_Recv(out.data(), checked_count(n), MPI_BYTE, source, tag, as_comm(world_), MPI_STATUS_IGNORE),
+        mpi_check(MPI_Recv(out.data(), checked_count(n), MPI_BYTE, status.MPI_SOURCE, tag, as_comm(world_),
+                           MPI_STATUS_IGNORE),
                   "MPI_Recv");
     return out;
 }

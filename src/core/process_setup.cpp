@@ -1,5 +1,6 @@
 #include "h2tune/core/process_setup.h"
 
+#include <dlfcn.h>
 #include <malloc.h>
 #include <unistd.h>
 
@@ -22,6 +23,13 @@ void ensure_passive_openmp(char** argv) {
 void tune_allocator() {
     mallopt(M_MMAP_MAX, 0);
     mallopt(M_TRIM_THRESHOLD, 1 << 30);
+}
+
+void match_blas_threads(int threads) {
+    if (threads < 1 || std::getenv("OPENBLAS_NUM_THREADS")) return;
+    using SetThreads = void (*)(int);
+    // Looked up at run time: the BLAS is whatever libblas.so.3 the system resolves to.
+    if (const auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(threads);
 }
 
 }  // namespace h2tune

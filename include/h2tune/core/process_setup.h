@@ -14,4 +14,11 @@ void ensure_passive_openmp(char** argv);
 // faults for its activations again; measured 3.5x slower on a small model.
 void tune_allocator();
 
+// Debian's LibTorch calls the system BLAS for fp32 matmuls, and OpenBLAS (pthreads build) keeps
+// its own pool of one thread per core that torch::set_num_threads does not resize. Under MPI with
+// several ranks per node every rank then runs that many BLAS threads, which spin between calls
+// (measured: 3 ranks on 2 cores, 12% longer runs). Gives OpenBLAS `threads` threads, like
+// LibTorch's own pool, unless the user set OPENBLAS_NUM_THREADS; no-op for another BLAS.
+void match_blas_threads(int threads);
+
 }  // namespace h2tune
