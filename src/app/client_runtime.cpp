@@ -114,6 +114,7 @@ ClientRuntime::ClientRuntime(const JobConfig& job, int client_index, int64_t glo
     opt.specific.weight_decay = config_.weight_decay;
     opt.residual = opt.specific;
     opt.residual.weight_decay = 0.0;  // D restarts at zero every round; Z parameterises a softmax
+    if (federation_.residual_lr > 0) opt.residual.schedule.lr = federation_.residual_lr;
     opt.relation = opt.residual;
     opt.relation.schedule.lr = federation_.relation_lr;
     opt.lambda_prox = federation_.lambda_prox;

@@ -207,6 +207,7 @@ const std::vector<Field<FederationConfig>>& federation_fields() {
         real_field("relation_tau", &F::relation_tau, 0.0, 1e6, true),
         real_field("relation_sigma", &F::relation_sigma, 0.0, 1e6, true),
         real_field("relation_lr", &F::relation_lr, 0.0, 10.0),
+        real_field("residual_lr", &F::residual_lr, 0.0, 10.0),
         choice_field("alternate", &F::alternate, {"step", "epoch", "none"}),
         real_field("lambda_prox", &F::lambda_prox, 0.0, 1e6),
         real_field("lambda_kd", &F::lambda_kd, 0.0, 1e6),

@@ -84,6 +84,13 @@ TEST(JobConfig, CommandLineOverridesFile) {
     EXPECT_EQ(cfg.clients[1].effective_rank(32), 4);
 }
 
+TEST(JobConfig, ResidualLearningRateDefaultsToTheClientsAndIsValidated) {
+    EXPECT_DOUBLE_EQ(parse_job_config(kValidJob, "job.ini").federation.residual_lr, 0.0);  // 0 = the client's lr
+    EXPECT_DOUBLE_EQ(parse_job_config(kValidJob, "job.ini", {{"federation.residual_lr", "1e-2"}}).federation.residual_lr,
+                     1e-2);
+    EXPECT_THROW(parse_job_config(kValidJob, "job.ini", {{"federation.residual_lr", "-1"}}), ConfigError);
+}
+
 TEST(JobConfig, ResolvedConfigRoundTripsThroughIni) {
     JobConfig a = parse_job_config(kValidJob, "job.ini");
     JobConfig b = parse_job_config(job_config_to_ini(a), "resolved.ini");
@@ -98,7 +105,8 @@ TEST(JobConfig, LoadsFromFileAndReportsMissingFile) {
 }
 
 TEST(JobConfig, ShippedJobFilesParse) {
-    for (const char* name : {"default.ini", "local_single.ini", "smoke.ini"}) {
+    for (const char* name : {"default.ini", "local_single.ini", "smoke.ini", "smoke_federated.ini", "scenario_hybrid.ini",
+                             "scenario_model_het.ini", "scenario_ranks.ini", "scale.ini"}) {
         std::string path = std::string(H2TUNE_SOURCE_DIR) + "/jobs/" + name;
         if (!std::ifstream(path)) continue;
         EXPECT_NO_THROW(load_job_config(path)) << path;

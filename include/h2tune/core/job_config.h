@@ -40,6 +40,7 @@ struct FederationConfig {
     double relation_tau = 1.0;         // softmax temperature of the relation matrix
     double relation_sigma = 0.5;       // width of the depth prior
     double relation_lr = 1e-2;         // learning rate of Z
+    double residual_lr = 0.0;          // learning rate of the residual D (0 = the client's lr)
     std::string alternate = "step";    // step | epoch | none
     double lambda_prox = 0.1;
     double lambda_kd = 1.0;

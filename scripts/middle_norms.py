@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""How much H2Tune's shared middle matrices change each client's adapter.
+
+A client's adapter is B (T + I) A (DESIGN.md 1.1), so ||T||_F / ||I||_F says how far the shared
+part moves the adapter away from plain LoRA: near 0, the clients' adapters are B A and what the
+federation shares has almost no effect. For every run directory given (or found below a given
+directory), reads the newest committed checkpoint and prints, per client, the mean over layers and
+module types of ||T||_F / sqrt(r_k), where T = sum_j Pi[j, l] G_j[mask] + D as the client holds it
+(Pi = softmax(Z / tau) over global slots), plus the RMS of the server's bank G.
+
+    /usr/bin/python3 scripts/middle_norms.py runs/bench/hybrid/h2tune runs/bench/hybrid/h2tune-full-rank
+
+Needs Debian's python3-h5py and numpy (run it with /usr/bin/python3).
+"""
+import argparse
+import configparser
+import glob
+import os
+import sys
+
+import h5py
+import numpy as np
+
+
+def run_dirs(paths):
+    found = []
+    for p in paths:
+        if os.path.isfile(os.path.join(p, "metrics.h5")):
+            found.append(p)
+            continue
+        for m in sorted(glob.glob(os.path.join(p, "**", "metrics.h5"), recursive=True)):
+            d = os.path.dirname(m)
+            if os.sep + "checkpoints" + os.sep not in d + os.sep:
+                found.append(d)
+    return found
+
+
+def relation_tau(run):
+    with h5py.File(os.path.join(run, "metrics.h5"), "r") as f:
+        text = f["config"][()]
+    text = text.decode() if isinstance(text, bytes) else str(text)
+    cp = configparser.ConfigParser(inline_comment_prefixes=("#",), strict=False)
+    cp.read_string(text)
+    return cp.getfloat("federation", "relation_tau", fallback=1.0)
+
+
+def newest_checkpoint(run):
+    done = sorted(glob.glob(os.path.join(run, "checkpoints", "r*", "COMMIT")))
+    return os.path.dirname(done[-1]) if done else None
+
+
+def client_ratio(path, tau):
+    with h5py.File(path, "r") as f:
+        if "state/shared/slices" not in f:
+            return None  # not an H2Tune client (a LoRA baseline or local)
+        z = f["state/shared/z"][:]
+        slices = f["state/shared/slices"][:]      # (L_g, M, r*r) received bank slices
+        residual = f["state/shared/residual"][:]  # (L_k, M, r*r)
+    logits = z / tau
+    pi = np.exp(logits - logits.max(axis=0))
+    pi /= pi.sum(axis=0)                          # column-stochastic (L_g x L_k)
+    t = np.einsum("jl,jme->lme", pi, slices) + residual
+    r = int(round(np.sqrt(slices.shape[2])))
+    return float((np.sqrt((t ** 2).sum(axis=-1)) / np.sqrt(r)).mean()), r
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("paths", nargs="+", help="run directories or directories to search")
+    args = ap.parse_args()
+    runs = run_dirs(args.paths)
+    if not runs:
+        sys.exit("middle_norms.py: no run directories (with metrics.h5) under " + " ".join(args.paths))
+    print("| run | checkpoint | client | r | mean ||T||/||I|| | bank RMS |")
+    print("|---|---|---|---|---|---|")
+    for run in runs:
+        ckpt = newest_checkpoint(run)
+        if ckpt is None:
+            print(f"middle_norms.py: {run}: no committed checkpoint, skipped", file=sys.stderr)
+            continue
+        with h5py.File(os.path.join(ckpt, "server.h5"), "r") as f:
+            bank = f["state/bank"][:] if "state/bank" in f else None
+        bank_rms = f"{np.sqrt((bank ** 2).mean()):.4f}" if bank is not None else "-"
+        tau = relation_tau(run)
+        for c in sorted(glob.glob(os.path.join(ckpt, "client_*.h5"))):
+            got = client_ratio(c, tau)
+            if got is None:
+                continue
+            ratio, r = got
+            client = os.path.basename(c)[len("client_"):-len(".h5")].lstrip("0") or "0"
+            print(f"| {run} | {os.path.basename(ckpt)} | {client} | {r} | {ratio:.3f} | {bank_rms} |")
+
+
+if __name__ == "__main__":
+    main()
