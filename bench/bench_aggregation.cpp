@@ -16,7 +16,6 @@
 // those tensors into one preallocated buffer, alternating with the aggregation rep by rep. With --reference (default) the pre-optimisation implementation (one
 // matmul and two index_add_ per client and module type, kept below verbatim) is timed too and the
 // two results are compared element by element.
-#include <dlfcn.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -292,11 +291,7 @@ int run(int argc, char** argv) {
                     {"reps", o.reps},
                     {"mallopt_tuned", o.mallopt_tuned},
                     {"cells", cells}};
-        const fs::path p(o.json_path);
-        if (p.has_parent_path()) fs::create_directories(p.parent_path());
-        std::ofstream f(o.json_path);
-        if (!f) throw h2tune::IoError(o.json_path + ": cannot write");
-        f << out.dump(2) << "\n";
+        h2tune::bench::write_json(o.json_path, out);
         std::printf("wrote %s\n", o.json_path.c_str());
     }
     return 0;

@@ -4,8 +4,15 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <limits>
+#include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "h2tune/core/error.h"
 
 namespace h2tune::bench {
 
@@ -23,6 +30,15 @@ inline int blas_threads() {
     using Get = int (*)();
     const auto get = reinterpret_cast<Get>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
     return get ? get() : -1;
+}
+
+// Writes a benchmark's JSON result, creating the folder it goes in.
+inline void write_json(const std::string& path, const nlohmann::json& out) {
+    const std::filesystem::path p(path);
+    if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path());
+    std::ofstream f(path);
+    if (!f) throw h2tune::IoError(path + ": cannot write");
+    f << out.dump(2) << "\n";
 }
 
 }  // namespace h2tune::bench

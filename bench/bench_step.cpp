@@ -20,7 +20,6 @@
 //   --export-dir DIR  writes DIR/<preset>.init.safetensors (batch, initial A/B/T, hyper-parameters
 //                     as metadata; with --random also the base model under DIR/<preset>.random/) so
 //                     that torch_step.py runs on exactly the same weights and data.
-#include <dlfcn.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -78,13 +77,6 @@ std::string fmt_double(double x) {
 }
 
 // ---------------------------------------------------------------- environment (as src/main.cpp)
-
-bool set_blas_threads(int n) {
-    using Set = void (*)(int);
-    const auto set = reinterpret_cast<Set>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
-    if (set) set(n);
-    return set != nullptr;
-}
 
 json environment_json(bool mallopt_tuned) {
     json env = json::object();
@@ -598,7 +590,7 @@ int run(int argc, char** argv) {
         h2tune::tune_allocator();
     }
     if (o.threads > 0) torch::set_num_threads(o.threads);
-    if (o.blas_threads > 0 && !set_blas_threads(o.blas_threads))
+    if (o.blas_threads > 0 && !h2tune::set_blas_threads(o.blas_threads))
         std::fprintf(stderr, "bench_step: --blas-threads: the BLAS is not OpenBLAS; ignored\n");
     const int threads = torch::get_num_threads();
 
@@ -622,13 +614,7 @@ int run(int argc, char** argv) {
     }
     out[o.check ? "check" : "results"] = results;
     if (!o.check) print_table(results, peak, threads);
-    if (!o.json_path.empty()) {
-        const fs::path p(o.json_path);
-        if (p.has_parent_path()) fs::create_directories(p.parent_path());
-        std::ofstream f(o.json_path);
-        if (!f) throw h2tune::IoError(o.json_path + ": cannot write");
-        f << out.dump(2) << "\n";
-    }
+    if (!o.json_path.empty()) h2tune::bench::write_json(o.json_path, out);
     return 0;
 }
 

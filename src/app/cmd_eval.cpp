@@ -5,13 +5,11 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <thread>
 #include <set>
 
 #include "h2tune/app/cli.h"
 #include "h2tune/app/command_options.h"
 #include "h2tune/core/error.h"
-#include "h2tune/core/process_setup.h"
 #include "h2tune/model/safetensors.h"
 #include "h2tune/train/adapted_model.h"
 #include "h2tune/tokenizer/bpe_tokenizer.h"
@@ -40,9 +38,7 @@ int cmd_eval(const Args& args) {
         return kExitOk;
     if (vm.count("task") == vm.count("test-file")) throw ConfigError("eval: give exactly one of --task and --test-file");
     // LibTorch's default here is 1 thread; 0 means every core.
-    torch::set_num_threads(vm["threads"].as<int>() > 0 ? vm["threads"].as<int>()
-                                                       : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
-    match_blas_threads(torch::get_num_threads());
+    set_compute_threads(vm["threads"].as<int>());
 
     const std::string model_dir = vm["model-dir"].as<std::string>();
     const std::string tok_path = vm.count("tokenizer") ? vm["tokenizer"].as<std::string>()

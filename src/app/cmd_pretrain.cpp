@@ -6,7 +6,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <thread>
 #include <fstream>
 #include <sstream>
 
@@ -15,7 +14,6 @@
 #include "h2tune/app/cli.h"
 #include "h2tune/app/command_options.h"
 #include "h2tune/core/error.h"
-#include "h2tune/core/process_setup.h"
 #include "h2tune/core/rng.h"
 #include "h2tune/model/llama.h"
 #include "h2tune/tokenizer/bpe_tokenizer.h"
@@ -119,9 +117,7 @@ int cmd_pretrain(const Args& args) {
     if (steps < 1 || batch < 1 || len < 8) throw ConfigError("pretrain: --steps, --batch-size >= 1 and --seq-len >= 8 required");
     if (!(vm["lr"].as<double>() > 0)) throw ConfigError("pretrain: --lr must be positive");
     // LibTorch's default here is 1 thread; 0 means every core.
-    torch::set_num_threads(vm["threads"].as<int>() > 0 ? vm["threads"].as<int>()
-                                                       : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
-    match_blas_threads(torch::get_num_threads());
+    set_compute_threads(vm["threads"].as<int>());
     const uint64_t seed = vm["seed"].as<uint64_t>();
 
     BpeTokenizer tok = BpeTokenizer::from_file(vm["tokenizer"].as<std::string>());

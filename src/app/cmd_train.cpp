@@ -24,7 +24,6 @@
 #include "h2tune/app/command_options.h"
 #include "h2tune/comm/communicator.h"
 #include "h2tune/core/error.h"
-#include "h2tune/core/process_setup.h"
 #include "h2tune/core/job_config.h"
 #include "h2tune/core/wire.h"
 #include "h2tune/io/metrics_file.h"
@@ -286,8 +285,7 @@ int cmd_train(const Args& args) {
     MpiSession mpi(nullptr, nullptr);
     Communicator comm;
     install_stop_handlers();
-    torch::set_num_threads(threads_per_rank(job, comm));
-    match_blas_threads(torch::get_num_threads());
+    set_compute_threads(threads_per_rank(job, comm));
     const size_t K = job.clients.size();
     const bool root = comm.rank() == 0;
     const fs::path out_dir = job.run.output;

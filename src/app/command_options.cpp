@@ -1,8 +1,13 @@
 #include "h2tune/app/command_options.h"
 
+#include <ATen/Parallel.h>
+
+#include <algorithm>
 #include <iostream>
+#include <thread>
 
 #include "h2tune/core/error.h"
+#include "h2tune/core/process_setup.h"
 
 namespace po = boost::program_options;
 
@@ -29,6 +34,13 @@ bool parse_command_options(const std::string& command, const std::string& synops
         throw ConfigError("h2tune " + command + ": " + e.what() + " (see 'h2tune " + command + " --help')");
     }
     return true;
+}
+
+int set_compute_threads(int threads) {
+    at::set_num_threads(threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+    const int in_effect = at::get_num_threads();
+    match_blas_threads(in_effect);
+    return in_effect;
 }
 
 }  // namespace h2tune

@@ -25,11 +25,17 @@ void tune_allocator() {
     mallopt(M_TRIM_THRESHOLD, 1 << 30);
 }
 
-void match_blas_threads(int threads) {
-    if (threads < 1 || std::getenv("OPENBLAS_NUM_THREADS")) return;
+bool set_blas_threads(int threads) {
     using SetThreads = void (*)(int);
     // Looked up at run time: the BLAS is whatever libblas.so.3 the system resolves to.
-    if (const auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(threads);
+    const auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+    if (set) set(threads);
+    return set != nullptr;
+}
+
+void match_blas_threads(int threads) {
+    if (threads < 1 || std::getenv("OPENBLAS_NUM_THREADS")) return;
+    (void)set_blas_threads(threads);
 }
 
 }  // namespace h2tune

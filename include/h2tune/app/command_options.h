@@ -16,4 +16,8 @@ bool parse_command_options(const std::string& command, const std::string& synops
                            boost::program_options::options_description& desc, const Args& args,
                            boost::program_options::variables_map& vm, const char* positional = nullptr);
 
+// Intra-op threads for LibTorch and the BLAS pool that LibTorch's setting does not reach
+// (match_blas_threads); `threads` <= 0 means every core. Returns the count in effect.
+int set_compute_threads(int threads);
+
 }  // namespace h2tune

@@ -21,4 +21,7 @@ void tune_allocator();
 // LibTorch's own pool, unless the user set OPENBLAS_NUM_THREADS; no-op for another BLAS.
 void match_blas_threads(int threads);
 
+// Resizes OpenBLAS's pool unconditionally; false when the BLAS in the process is not OpenBLAS.
+bool set_blas_threads(int threads);
+
 }  // namespace h2tune
