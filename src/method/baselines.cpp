@@ -4,22 +4,16 @@
 
 #include <algorithm>
 #include <cmath>
-#include <sstream>
 #include <string>
 #include <tuple>
 #include <utility>
 
 #include "h2tune/core/error.h"
+#include "h2tune/core/shape_text.h"
 
 namespace h2tune {
 
 namespace {
-
-std::string shape_str(const torch::Tensor& t) {
-    std::ostringstream os;
-    os << t.sizes();
-    return os.str();
-}
 
 // "client 3" when the caller gave ids, else the position in the group (what the caller can find).
 std::string who(const LoraFactors& f, size_t position) {
@@ -39,14 +33,14 @@ void validate_group(const char* rule, const std::vector<LoraFactors>& clients, b
         const std::string name = who(f, i);
         if (!f.A.defined() || !f.B.defined()) fail(rule, name + " has no A or no B");
         if (f.A.dim() != 2 || f.B.dim() != 2)
-            fail(rule, name + ": A and B must be matrices, got A " + shape_str(f.A) + " and B " + shape_str(f.B));
+            fail(rule, name + ": A and B must be matrices, got A " + shape_string(f.A.sizes()) + " and B " + shape_string(f.B.sizes()));
         if (!f.A.is_floating_point() || !f.B.is_floating_point())
             fail(rule, name + ": A and B must be floating point");
         if (f.A.size(0) < 1 || f.A.size(1) < 1 || f.B.size(0) < 1)
-            fail(rule, name + ": empty factor, A " + shape_str(f.A) + " and B " + shape_str(f.B));
+            fail(rule, name + ": empty factor, A " + shape_string(f.A.sizes()) + " and B " + shape_string(f.B.sizes()));
         if (f.B.size(1) != f.A.size(0))
-            fail(rule, name + ": rank mismatch, A " + shape_str(f.A) + " has " + std::to_string(f.A.size(0)) +
-                           " rows but B " + shape_str(f.B) + " has " + std::to_string(f.B.size(1)) + " columns");
+            fail(rule, name + ": rank mismatch, A " + shape_string(f.A.sizes()) + " has " + std::to_string(f.A.size(0)) +
+                           " rows but B " + shape_string(f.B.sizes()) + " has " + std::to_string(f.B.size(1)) + " columns");
         if (f.A.scalar_type() != f.B.scalar_type() || f.A.scalar_type() != first.A.scalar_type())
             fail(rule, name + ": dtype differs from the rest of the group (A " + std::string(c10::toString(f.A.scalar_type())) +
                            ", B " + c10::toString(f.B.scalar_type()) + ", group " + c10::toString(first.A.scalar_type()) + ")");
@@ -149,8 +143,8 @@ std::vector<double> client_weights(const std::vector<double>& samples) {
 double lora_product_norm(const torch::Tensor& A, const torch::Tensor& B) {
     if (!A.defined() || !B.defined() || A.dim() != 2 || B.dim() != 2 || B.size(1) != A.size(0))
         throw ModelError("lora_product_norm: need A [r, d_in] and B [d_out, r], got A " +
-                         (A.defined() ? shape_str(A) : std::string("nothing")) + " and B " +
-                         (B.defined() ? shape_str(B) : std::string("nothing")));
+                         (A.defined() ? shape_string(A.sizes()) : std::string("nothing")) + " and B " +
+                         (B.defined() ? shape_string(B.sizes()) : std::string("nothing")));
     torch::NoGradGuard no_grad;
     const torch::Tensor a = A.detach().to(torch::kFloat64), b = B.detach().to(torch::kFloat64);
     const torch::Tensor gram_a = torch::mm(a, a.t());  // [r, r]
@@ -187,8 +181,14 @@ LoraFactors truncate_to_rank(const LoraFactors& f, int64_t rank) {
     return with_factors(f, own_copy(f.A.narrow(0, 0, rank)), own_copy(f.B.narrow(1, 0, rank)));
 }
 
-std::vector<LoraFactors> aggregate_fedit(const std::vector<LoraFactors>& clients) {
-    validate_group("fedit", clients, true);
+namespace {
+
+// FedAvg of the chosen factors over a validated group of identical shapes (FedIT: both, FFA-LoRA:
+// B, FedSA-LoRA: A); a factor not averaged stays each client's own.
+enum class Averaged { A, B, both };
+
+std::vector<LoraFactors> average_factors(const std::vector<LoraFactors>& clients, Averaged which) {
+    const bool average_A = which != Averaged::B, average_B = which != Averaged::A;
     torch::NoGradGuard no_grad;
     const std::vector<double> p = weights_of(clients);
     std::vector<torch::Tensor> As, Bs;
@@ -196,11 +196,20 @@ std::vector<LoraFactors> aggregate_fedit(const std::vector<LoraFactors>& clients
         As.push_back(f.A.detach());
         Bs.push_back(f.B.detach());
     }
-    const torch::Tensor A = weighted_sum(As, p), B = weighted_sum(Bs, p);
+    const torch::Tensor A = average_A ? weighted_sum(As, p) : torch::Tensor();
+    const torch::Tensor B = average_B ? weighted_sum(Bs, p) : torch::Tensor();
     std::vector<LoraFactors> out;
     out.reserve(clients.size());
-    for (const LoraFactors& f : clients) out.push_back(with_factors(f, A.clone(), B.clone()));
+    for (const LoraFactors& f : clients)
+        out.push_back(with_factors(f, average_A ? A.clone() : own_copy(f.A), average_B ? B.clone() : own_copy(f.B)));
     return out;
+}
+
+}  // namespace
+
+std::vector<LoraFactors> aggregate_fedit(const std::vector<LoraFactors>& clients) {
+    validate_group("fedit", clients, true);
+    return average_factors(clients, Averaged::both);
 }
 
 std::vector<LoraFactors> aggregate_ffa(const std::vector<LoraFactors>& clients) {
@@ -212,28 +221,12 @@ std::vector<LoraFactors> aggregate_ffa(const std::vector<LoraFactors>& clients) 
         if (!torch::equal(clients[i].A, clients.front().A))
             fail("ffa", who(clients[i], i) + " holds a different frozen A than " + who(clients.front(), 0) +
                             " (FFA-LoRA needs A from one shared seed)");
-    torch::NoGradGuard no_grad;
-    const std::vector<double> p = weights_of(clients);
-    std::vector<torch::Tensor> Bs;
-    for (const LoraFactors& f : clients) Bs.push_back(f.B.detach());
-    const torch::Tensor B = weighted_sum(Bs, p);
-    std::vector<LoraFactors> out;
-    out.reserve(clients.size());
-    for (const LoraFactors& f : clients) out.push_back(with_factors(f, own_copy(f.A), B.clone()));
-    return out;
+    return average_factors(clients, Averaged::B);
 }
 
 std::vector<LoraFactors> aggregate_fedsa(const std::vector<LoraFactors>& clients) {
     validate_group("fedsa", clients, true);
-    torch::NoGradGuard no_grad;
-    const std::vector<double> p = weights_of(clients);
-    std::vector<torch::Tensor> As;
-    for (const LoraFactors& f : clients) As.push_back(f.A.detach());
-    const torch::Tensor A = weighted_sum(As, p);
-    std::vector<LoraFactors> out;
-    out.reserve(clients.size());
-    for (const LoraFactors& f : clients) out.push_back(with_factors(f, A.clone(), own_copy(f.B)));
-    return out;
+    return average_factors(clients, Averaged::A);
 }
 
 std::vector<double> hetlora_weights(const std::vector<LoraFactors>& clients) {

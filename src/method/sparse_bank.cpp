@@ -9,21 +9,13 @@
 #include <exception>
 #include <memory>
 #include <new>
-#include <sstream>
 #include <thread>
 #include <vector>
 
 #include "h2tune/core/error.h"
+#include "h2tune/core/shape_text.h"
 
 namespace h2tune {
-
-namespace {
-std::string shape_str(const torch::Tensor& t) {
-    std::ostringstream os;
-    os << t.sizes();
-    return os.str();
-}
-}  // namespace
 
 torch::Tensor bank_zeros(const BankShape& s) {
     return torch::zeros({s.global_layers, s.modules, s.max_rank * s.max_rank}, torch::kFloat32);
@@ -46,7 +38,7 @@ std::string validate_upload(const ClientUpload& u, const BankShape& s) {
     if (!u.mask.defined() || u.mask.dim() != 2 || u.mask.size(0) != s.modules || u.mask.size(1) != n ||
         u.mask.scalar_type() != torch::kInt64)
         return "mask must be int64 [" + std::to_string(s.modules) + ", " + std::to_string(n) + "], got " +
-               (u.mask.defined() ? shape_str(u.mask) : "nothing");
+               (u.mask.defined() ? shape_string(u.mask.sizes()) : "nothing");
     const std::string mask_problem = validate_mask_indices(u.mask, s.max_rank);
     if (!mask_problem.empty()) return mask_problem;
     if (!u.relation.defined() || u.relation.dim() != 2 || u.relation.size(0) != s.global_layers ||
@@ -59,7 +51,7 @@ std::string validate_upload(const ClientUpload& u, const BankShape& s) {
     if (!u.values.defined() || u.values.dim() != 3 || u.values.size(0) != u.layers || u.values.size(1) != s.modules ||
         u.values.size(2) != n || u.values.scalar_type() != torch::kFloat32)
         return "values must be float32 [" + std::to_string(u.layers) + ", " + std::to_string(s.modules) + ", " +
-               std::to_string(n) + "], got " + (u.values.defined() ? shape_str(u.values) : "nothing");
+               std::to_string(n) + "], got " + (u.values.defined() ? shape_string(u.values.sizes()) : "nothing");
     if (!torch::isfinite(u.values).all().item<bool>()) return "values contain NaN or Inf";
     return "";
 }

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "h2tune/core/error.h"
+#include "h2tune/core/shape_text.h"
 
 namespace h2tune {
 
@@ -18,12 +19,6 @@ constexpr double kMaskValue = -1e30;
 // Positions below this get precomputed cos/sin rows; beyond it (long-context checkpoints) the
 // same values are computed per call, so a 128k-position model does not hold 128k-row tables.
 constexpr int64_t kMaxCachedPositions = 8192;
-
-std::string shape_string(torch::IntArrayRef s) {
-    std::string out = "[";
-    for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-    return out + "]";
-}
 
 }  // namespace
 

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include "h2tune/core/error.h"
+#include "h2tune/core/shape_text.h"
 #include "h2tune/model/llama.h"
 #include "h2tune/model/safetensors.h"
 #include "model_file.h"
@@ -14,12 +15,6 @@
 namespace h2tune {
 
 namespace {
-
-std::string shape_string(torch::IntArrayRef s) {
-    std::string out = "[";
-    for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-    return out + "]";
-}
 
 bool ends_with(const std::string& s, const std::string& suffix) {
     return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
