@@ -1,7 +1,6 @@
 #!/usr/bin/python3
 """Markdown table (size x task) from the runs of scripts/local_table.sh: per cell the mean over
 the seeds that ran, the spread of the final accuracy and the worst seed's margin over majority."""
-import configparser
 import glob
 import os
 import statistics
@@ -10,6 +9,8 @@ from collections import defaultdict
 
 import h5py
 
+from run_config import read_config
+
 ORDER = {"h2-tiny": 0, "h2-small": 1, "h2-base": 2}
 BAR = 0.10  # issue 3: final accuracy at least 10 points above the majority-class rate
 
@@ -17,15 +18,14 @@ BAR = 0.10  # issue 3: final accuracy at least 10 points above the majority-clas
 def read_run(path):
     with h5py.File(path, "r") as f:
         name = f["clients"].attrs["name_0"]
-        config = configparser.ConfigParser(interpolation=None)
-        config.read_string(f["config"][()].decode())
+        config = read_config(f)
         acc = f["metrics/test_accuracy"][:, 0]
         if len(acc) < int(f.attrs["rounds_planned"]):
             raise OSError(f"{len(acc)} of {f.attrs['rounds_planned']} rounds")
         train_s = f["metrics/train_seconds"][:, 0].sum()
         return name, {
-            "seed": config.get("run", "seed"),
-            "lr": config.get("client.0", "lr"),
+            "seed": config["run.seed"],
+            "lr": config["client.0.lr"],
             "majority": f["clients/majority_rate"][0],
             "acc0": acc[0],
             "acc": acc[-1],

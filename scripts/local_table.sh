@@ -3,7 +3,7 @@
 # with one thread each, then the table (mean and spread over seeds).
 # Usage: scripts/local_table.sh [OUT_DIR]   (default runs/local_table)
 # Environment: H2TUNE_SIZES, H2TUNE_TASKS, H2TUNE_SEEDS (default "1234 1 2"), H2TUNE_BUILD_DIR.
-# A run whose metrics.h5 is already there is skipped, so an interrupted table continues.
+# A finished run is skipped, so an interrupted table continues.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 BUILD_DIR=${H2TUNE_BUILD_DIR:-build}
@@ -17,7 +17,7 @@ for seed in $SEEDS; do
   for size in $SIZES; do
     for task in $TASKS; do
       run="$OUT/$size-$task-seed$seed"
-      [[ -f "$run/metrics.h5" && -f "$run/.complete" ]] && continue
+      [[ -f "$run/.complete" ]] && continue   # written when the run finished
       ( "$BUILD_DIR/h2tune" train --config jobs/local_single.ini --threads 1 --force --seed "$seed" \
           --set client.0.model="$size" --set client.0.task="$task" --output "$run" > "$run.log" 2>&1 \
         && touch "$run/.complete" ) &

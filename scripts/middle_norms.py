@@ -13,13 +13,14 @@ module types of ||T||_F / sqrt(r_k), where T = sum_j Pi[j, l] G_j[mask] + D as t
 Needs Debian's python3-h5py and numpy (run it with /usr/bin/python3).
 """
 import argparse
-import configparser
 import glob
 import os
 import sys
 
 import h5py
 import numpy as np
+
+from run_config import read_config
 
 
 def run_dirs(paths):
@@ -37,11 +38,7 @@ def run_dirs(paths):
 
 def relation_tau(run):
     with h5py.File(os.path.join(run, "metrics.h5"), "r") as f:
-        text = f["config"][()]
-    text = text.decode() if isinstance(text, bytes) else str(text)
-    cp = configparser.ConfigParser(inline_comment_prefixes=("#",), strict=False)
-    cp.read_string(text)
-    return cp.getfloat("federation", "relation_tau", fallback=1.0)
+        return float(read_config(f).get("federation.relation_tau", 1.0))
 
 
 def newest_checkpoint(run):

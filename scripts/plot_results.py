@@ -34,6 +34,8 @@ try:
 except ImportError as e:  # pragma: no cover
     sys.exit(f"plot_results.py: {e}; run it with /usr/bin/python3 (Debian's python3-h5py, python3-matplotlib)")
 
+from run_config import read_config
+
 METHOD_ORDER = ["local", "h2tune", "h2tune-dense", "fedit", "ffa", "fedsa", "hetlora", "flexlora", "flora",
                 "h2tune-full-rank", "h2tune-depth", "h2tune-end", "h2tune-joint"]
 IGNORED_KEYS = {"run.seed", "run.output", "run.threads", "run.method", "run.name"}
@@ -62,20 +64,6 @@ def find_runs(paths):
     return found
 
 
-def parse_config(text):
-    out, section = {}, ""
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("[") and line.endswith("]"):
-            section = line[1:-1]
-        elif "=" in line:
-            k, v = line.split("=", 1)
-            out[f"{section}.{k.strip()}"] = v.strip()
-    return out
-
-
 def implied_keys(method, clients):
     """Keys an ablation sets itself (apply_method_variant in src/app/cmd_train.cpp)."""
     if method in ("h2tune-depth", "h2tune-end"):
@@ -94,7 +82,7 @@ def load(path, metric):
         if acc.shape[0] == 0 or (planned and acc.shape[0] < planned):
             print(f"plot_results.py: skipped {path}: {acc.shape[0]} of {planned} rounds", file=sys.stderr)
             return None
-        config = parse_config(f["config"][()].decode()) if "config" in f else {}
+        config = read_config(f)
         up = np.nan_to_num(f["metrics/bytes_up"][()])
         down = np.nan_to_num(f["metrics/bytes_down"][()])
         method = f.attrs["method"]

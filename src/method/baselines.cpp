@@ -191,13 +191,14 @@ std::vector<LoraFactors> average_factors(const std::vector<LoraFactors>& clients
     const bool average_A = which != Averaged::B, average_B = which != Averaged::A;
     torch::NoGradGuard no_grad;
     const std::vector<double> p = weights_of(clients);
-    std::vector<torch::Tensor> As, Bs;
-    for (const LoraFactors& f : clients) {
-        As.push_back(f.A.detach());
-        Bs.push_back(f.B.detach());
-    }
-    const torch::Tensor A = average_A ? weighted_sum(As, p) : torch::Tensor();
-    const torch::Tensor B = average_B ? weighted_sum(Bs, p) : torch::Tensor();
+    const auto mean_of = [&](torch::Tensor LoraFactors::*factor) {
+        std::vector<torch::Tensor> xs;
+        xs.reserve(clients.size());
+        for (const LoraFactors& f : clients) xs.push_back((f.*factor).detach());
+        return weighted_sum(xs, p);
+    };
+    const torch::Tensor A = average_A ? mean_of(&LoraFactors::A) : torch::Tensor();
+    const torch::Tensor B = average_B ? mean_of(&LoraFactors::B) : torch::Tensor();
     std::vector<LoraFactors> out;
     out.reserve(clients.size());
     for (const LoraFactors& f : clients)
