@@ -6,7 +6,10 @@
 
 #include "byte_level.h"
 #include "h2tune/core/error.h"
+#include "json_context.h"
+#include "pre_tokenization.h"
 #include "pre_tokenizer.h"
+#include "tokenizer_pipeline.h"
 #include "unicode.h"
 
 namespace h2tune {
@@ -22,7 +25,7 @@ uint64_t pair_key(int32_t left, int32_t right) {
     return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
 }
 
-std::string quoted(const std::string& token) { return "'" + token + "'"; }
+std::string in_quotes(const std::string& token) { return "'" + token + "'"; }
 
 // One symbol of a word being merged; a doubly linked list over a vector keeps merges O(1).
 struct Symbol {
@@ -55,7 +58,8 @@ BpeTokenizer BpeTokenizer::from_parts(std::unordered_map<std::string, int32_t> v
     for (const auto& [token, id] : vocab) next_id = std::max<int64_t>(next_id, int64_t{id} + 1);
     tokenizer.vocab_ = std::move(vocab);
     tokenizer.merges_ = std::move(merges);
-    tokenizer.pre_tokenizer_ = kind;
+    tokenizer.pre_tokenizer_json_ = tokenizer_detail::pre_tokenizer_json(kind);
+    tokenizer.decoder_json_ = R"({"add_prefix_space":true,"trim_offsets":true,"type":"ByteLevel","use_regex":true})";
     for (std::string& content : specials) {
         if (content.empty()) fail(kPartsSource, "empty special token");
         if (!tokenizer_detail::is_valid_utf8(content)) fail(kPartsSource, "special token is not valid UTF-8");
@@ -76,10 +80,71 @@ BpeTokenizer BpeTokenizer::from_parts(std::unordered_map<std::string, int32_t> v
 
 void BpeTokenizer::build(const std::string& source) {
     build_id_tables(source);
-    build_byte_ids(source);
+    build_pipeline(source);
+    if (byte_level_) build_byte_ids(source);
+    build_model_fallbacks(source);
     build_merge_rules(source);
     detect_special_ids();
     cache_.clear();
+}
+
+void BpeTokenizer::build_pipeline(const std::string& source) {
+    using tokenizer_detail::json;
+    const tokenizer_detail::JsonContext context{source};
+    auto parse = [&](const std::string& text) {
+        try {
+            return json::parse(text);
+        } catch (const json::exception& e) {
+            context.fail(std::string("invalid component JSON: ") + e.what());
+        }
+    };
+    auto pipeline = std::make_shared<Pipeline>();
+    const json normalizer = parse(normalizer_json_);
+    if (!normalizer.is_null()) {
+        pipeline->normalizer = tokenizer_detail::Normalizer::from_json(normalizer, "normalizer", context);
+    }
+    const json pre_tokenizer = parse(pre_tokenizer_json_);
+    if (!pre_tokenizer.is_null()) {
+        pipeline->pre_tokenization = tokenizer_detail::PreTokenization::from_json(pre_tokenizer, "pre_tokenizer", context);
+    }
+    const json decoder = parse(decoder_json_);
+    pipeline->decoder = decoder.is_null() ? tokenizer_detail::Decoder::none()
+                                          : tokenizer_detail::Decoder::from_json(decoder, "decoder", context);
+    const json post_processor = parse(post_processor_json_);
+    if (!post_processor.is_null()) {
+        pipeline->post_processor = tokenizer_detail::PostProcessor::from_json(post_processor, "post_processor", context);
+    }
+    for (const AddedToken& added : added_tokens_) {
+        const tokenizer_detail::AddedTokenRule rule{added.id, added.special, added.single_word, added.lstrip,
+                                                    added.rstrip};
+        if (added.normalized) {
+            // Hugging Face matches these on normalized text, so it normalizes their content too.
+            const std::string pattern = pipeline->normalizer ? pipeline->normalizer->apply(added.content) : added.content;
+            pipeline->normalized_tokens.add(pattern, rule);
+        } else {
+            pipeline->raw_tokens.add(added.content, rule);
+        }
+    }
+    byte_level_ = pipeline->pre_tokenization.byte_level();
+    pipeline_ = std::move(pipeline);
+}
+
+void BpeTokenizer::build_model_fallbacks(const std::string& source) {
+    byte_fallback_ids_.fill(-1);
+    if (byte_fallback_) {
+        static const char kHex[] = "0123456789ABCDEF";
+        for (int b = 0; b < 256; ++b) {
+            const std::string token = std::string("<0x") + kHex[b >> 4] + kHex[b & 15] + ">";
+            const auto it = vocab_.find(token);
+            if (it != vocab_.end()) byte_fallback_ids_[b] = it->second;
+        }
+    }
+    unk_id_ = -1;
+    if (!unk_token_.empty()) {
+        const auto it = vocab_.find(unk_token_);
+        if (it == vocab_.end()) fail(source, "model.unk_token " + in_quotes(unk_token_) + " is not in model.vocab");
+        unk_id_ = it->second;
+    }
 }
 
 // Distinct tokens: the vocabulary plus the added tokens that are not also vocabulary entries.
@@ -87,12 +152,12 @@ std::size_t BpeTokenizer::count_tokens(const std::string& source) const {
     std::size_t count = vocab_.size();
     std::unordered_set<std::string_view> seen;
     for (const AddedToken& added : added_tokens_) {
-        if (!seen.insert(added.content).second) fail(source, "added token " + quoted(added.content) + " is listed twice");
+        if (!seen.insert(added.content).second) fail(source, "added token " + in_quotes(added.content) + " is listed twice");
         const auto in_vocab = vocab_.find(added.content);
         if (in_vocab == vocab_.end()) {
             ++count;
         } else if (in_vocab->second != added.id) {
-            fail(source, "added token " + quoted(added.content) + " has id " + std::to_string(added.id) +
+            fail(source, "added token " + in_quotes(added.content) + " has id " + std::to_string(added.id) +
                              " but id " + std::to_string(in_vocab->second) + " in the vocabulary");
         }
     }
@@ -104,29 +169,23 @@ void BpeTokenizer::build_id_tables(const std::string& source) {
     // token count whatever ids a malformed file names.
     const std::size_t token_count = count_tokens(source);
     id_to_token_.assign(token_count, std::string());
-    id_to_bytes_.assign(token_count, std::string());
     std::vector<char> used(token_count, 0);
     auto claim = [&](int32_t id, const std::string& token) {
         if (id < 0 || static_cast<std::size_t>(id) >= token_count) {
-            fail(source, "id " + std::to_string(id) + " of token " + quoted(token) + " is out of range: there are " +
+            fail(source, "id " + std::to_string(id) + " of token " + in_quotes(token) + " is out of range: there are " +
                              std::to_string(token_count) + " tokens, so ids must be 0.." +
                              std::to_string(static_cast<int64_t>(token_count) - 1));
         }
         if (used[id]) {
-            fail(source, "duplicate id " + std::to_string(id) + " for tokens " + quoted(id_to_token_[id]) + " and " +
-                             quoted(token));
+            fail(source, "duplicate id " + std::to_string(id) + " for tokens " + in_quotes(id_to_token_[id]) + " and " +
+                             in_quotes(token));
         }
         used[id] = 1;
         id_to_token_[id] = token;
     };
-    for (const auto& [token, id] : vocab_) {
-        claim(id, token);
-        // Hugging Face's ByteLevel decoder emits a token outside the byte alphabet verbatim.
-        if (!tokenizer_detail::byte_level_to_bytes(token, id_to_bytes_[id])) id_to_bytes_[id] = token;
-    }
+    for (const auto& [token, id] : vocab_) claim(id, token);
     for (const AddedToken& added : added_tokens_) {
         if (vocab_.count(added.content) == 0) claim(added.id, added.content);
-        id_to_bytes_[added.id] = added.content;  // added tokens decode to their content
     }
 }
 
@@ -134,8 +193,8 @@ void BpeTokenizer::build_byte_ids(const std::string& source) {
     for (int b = 0; b < 256; ++b) {
         const auto it = vocab_.find(byte_to_unicode()[b]);
         if (it == vocab_.end()) {
-            fail(source, "the vocabulary lacks the byte-level token " + quoted(byte_to_unicode()[b]) + " for byte " +
-                             std::to_string(b) + " (every byte needs a token, as there is no byte fallback)");
+            fail(source, "the vocabulary lacks the byte-level token " + in_quotes(byte_to_unicode()[b]) + " for byte " +
+                             std::to_string(b) + " (a ByteLevel pre-tokenizer needs a token for every byte)");
         }
         byte_ids_[b] = it->second;
     }
@@ -147,8 +206,8 @@ void BpeTokenizer::build_merge_rules(const std::string& source) {
     auto id_of = [&](const std::string& token, std::size_t rank, const char* role) {
         const auto it = vocab_.find(token);
         if (it == vocab_.end()) {
-            fail(source, "merge " + std::to_string(rank) + " (" + quoted(merges_[rank].first) + " + " +
-                             quoted(merges_[rank].second) + ") " + role + " token " + quoted(token) +
+            fail(source, "merge " + std::to_string(rank) + " (" + in_quotes(merges_[rank].first) + " + " +
+                             in_quotes(merges_[rank].second) + ") " + role + " token " + in_quotes(token) +
                              ", which is not in the vocabulary");
         }
         return it->second;
@@ -185,45 +244,116 @@ void BpeTokenizer::detect_special_ids() {
 
 // ---------------------------------------------------------------- encode / decode
 
-std::vector<int32_t> BpeTokenizer::encode(std::string_view text) const {
-    if (id_to_token_.empty()) throw ModelError("BpeTokenizer::encode: the tokenizer is empty (nothing loaded)");
+std::vector<int32_t> BpeTokenizer::encode(std::string_view text, const EncodeOptions& options) const {
+    if (id_to_token_.empty() || !pipeline_) {
+        throw ModelError("BpeTokenizer::encode: the tokenizer is empty (nothing loaded)");
+    }
+    const Pipeline& pipeline = *pipeline_;
     std::vector<int32_t> ids;
     ids.reserve(text.size() / 3 + 8);
-    tokenizer_detail::for_each_piece(text, pre_tokenizer_, [&](std::string_view piece) { encode_piece(piece, ids); });
+    std::vector<tokenizer_detail::Piece> pieces;
+    auto encode_stretch = [&](std::string_view stretch, bool at_input_start) {
+        std::string normalized = pipeline.normalizer ? pipeline.normalizer->apply(std::string(stretch)) : std::string(stretch);
+        for (const tokenizer_detail::Segment& segment :
+             pipeline.normalized_tokens.split(normalized, options.match_special_tokens)) {
+            if (segment.id >= 0) {
+                ids.push_back(segment.id);
+                continue;
+            }
+            pieces.clear();
+            pieces.push_back(tokenizer_detail::Piece{normalized.substr(segment.start, segment.end - segment.start),
+                                                     at_input_start && segment.start == 0});
+            pipeline.pre_tokenization.apply(pieces);
+            for (const tokenizer_detail::Piece& piece : pieces) {
+                if (!piece.text.empty()) encode_piece(piece.text, ids);
+            }
+        }
+    };
+    for (const tokenizer_detail::Segment& segment : pipeline.raw_tokens.split(text, options.match_special_tokens)) {
+        if (segment.id >= 0) {
+            ids.push_back(segment.id);
+        } else {
+            encode_stretch(text.substr(segment.start, segment.end - segment.start), segment.start == 0);
+        }
+    }
+    if (options.add_special_tokens) ids = pipeline.post_processor.apply(std::move(ids));
     return ids;
 }
 
 void BpeTokenizer::encode_piece(std::string_view piece, std::vector<int32_t>& out) const {
-    if (piece.size() == 1) {
+    if (byte_level_ && piece.size() == 1) {
         out.push_back(byte_ids_[static_cast<unsigned char>(piece[0])]);
         return;
     }
     const bool cacheable = piece.size() <= BpeWordCache::kMaxWordBytes;
     if (cacheable && cache_.lookup(piece, out)) return;
     const std::size_t start = out.size();
-    const auto whole = ignore_merges_ ? vocab_.find(tokenizer_detail::bytes_to_byte_level(piece)) : vocab_.end();
+    auto whole = vocab_.end();
+    if (ignore_merges_) {
+        whole = vocab_.find(byte_level_ ? tokenizer_detail::bytes_to_byte_level(piece) : std::string(piece));
+    }
     if (whole != vocab_.end()) {
         out.push_back(whole->second);
     } else {
-        merge_bytes(piece, out);
+        thread_local std::vector<int32_t> initial;
+        initial.clear();
+        if (byte_level_) {
+            for (char c : piece) initial.push_back(byte_ids_[static_cast<unsigned char>(c)]);
+        } else {
+            initial_symbols(piece, initial);
+        }
+        merge_symbols(initial, out);
     }
     if (cacheable) cache_.insert(piece, out.data() + start, out.size() - start);
 }
 
-void BpeTokenizer::merge_bytes(std::string_view piece, std::vector<int32_t>& out) const {
+// Hugging Face's BPE::merge_word: a character in the vocabulary is a symbol; otherwise its bytes'
+// <0xNN> tokens (byte_fallback, all of them present) or unk, consecutive unks fused if fuse_unk.
+// Without either the character is dropped, as Hugging Face drops it.
+void BpeTokenizer::initial_symbols(std::string_view piece, std::vector<int32_t>& symbols) const {
+    bool pending_unk = false;
+    std::string character;
+    for (std::size_t pos = 0; pos < piece.size();) {
+        const tokenizer_detail::Utf8Char c = tokenizer_detail::decode_utf8(piece, pos);
+        character.assign(piece.substr(pos, c.length));
+        pos += c.length;
+        const auto it = vocab_.find(character);
+        if (it != vocab_.end()) {
+            if (pending_unk) symbols.push_back(unk_id_);
+            pending_unk = false;
+            symbols.push_back(it->second);
+            continue;
+        }
+        if (byte_fallback_) {
+            const bool all_bytes = std::all_of(character.begin(), character.end(), [&](char b) {
+                return byte_fallback_ids_[static_cast<unsigned char>(b)] >= 0;
+            });
+            if (all_bytes) {
+                for (char b : character) symbols.push_back(byte_fallback_ids_[static_cast<unsigned char>(b)]);
+                continue;
+            }
+        }
+        if (unk_id_ >= 0) {
+            if (pending_unk && !fuse_unk_) symbols.push_back(unk_id_);
+            pending_unk = true;
+        }
+    }
+    if (pending_unk) symbols.push_back(unk_id_);
+}
+
+void BpeTokenizer::merge_symbols(const std::vector<int32_t>& initial, std::vector<int32_t>& out) const {
     // Scratch space reused across calls; thread_local keeps concurrent encodes independent.
     thread_local std::vector<Symbol> symbols;
     thread_local std::vector<Candidate> heap;
-    if (piece.size() > static_cast<std::size_t>(std::numeric_limits<int32_t>::max())) {
-        throw ModelError("BpeTokenizer::encode: a single pre-token of " + std::to_string(piece.size()) +
-                         " bytes is too long (at most 2^31-1)");
+    if (initial.size() > static_cast<std::size_t>(std::numeric_limits<int32_t>::max())) {
+        throw ModelError("BpeTokenizer::encode: a single pre-token of " + std::to_string(initial.size()) +
+                         " symbols is too long (at most 2^31-1)");
     }
-    const auto count = static_cast<int32_t>(piece.size());
+    const auto count = static_cast<int32_t>(initial.size());
+    if (count == 0) return;
     symbols.resize(count);
     heap.clear();
-    for (int32_t i = 0; i < count; ++i) {
-        symbols[i] = Symbol{byte_ids_[static_cast<unsigned char>(piece[i])], i - 1, i + 1 < count ? i + 1 : -1};
-    }
+    for (int32_t i = 0; i < count; ++i) symbols[i] = Symbol{initial[i], i - 1, i + 1 < count ? i + 1 : -1};
     auto offer = [&](int32_t left) {
         const int32_t right = symbols[left].next;
         if (right < 0) return;
@@ -253,15 +383,17 @@ void BpeTokenizer::merge_bytes(std::string_view piece, std::vector<int32_t>& out
 }
 
 std::string BpeTokenizer::decode(const std::vector<int32_t>& ids) const {
-    std::string text;
+    std::vector<std::string> tokens;
+    tokens.reserve(ids.size());
     for (int32_t id : ids) {
-        if (id < 0 || static_cast<std::size_t>(id) >= id_to_bytes_.size()) {
+        if (id < 0 || static_cast<std::size_t>(id) >= id_to_token_.size()) {
             throw ModelError("BpeTokenizer::decode: token id " + std::to_string(id) + " is out of range [0, " +
-                             std::to_string(id_to_bytes_.size()) + ")");
+                             std::to_string(id_to_token_.size()) + ")");
         }
-        text += id_to_bytes_[id];
+        tokens.push_back(id_to_token_[id]);
     }
-    return text;
+    if (!pipeline_) return std::string();  // only reachable with no ids
+    return pipeline_->decoder.decode(std::move(tokens));
 }
 
 // ---------------------------------------------------------------- lookups

@@ -1,57 +1,166 @@
 #!/usr/bin/env python3
-"""Regenerates src/tokenizer/unicode_tables.cpp: the non-ASCII ranges of \\p{L} and \\p{N}.
+"""Regenerates src/tokenizer/unicode_tables.cpp from Python's `unicodedata`.
 
-The pre-tokenizer regexes of GPT-2, Llama 3 and Qwen2 classify code points by Unicode general
-category. Shipping the ranges as a sorted table keeps the tokenizer free of ICU and std::regex while
-agreeing with Hugging Face `tokenizers` on every assigned code point of the Unicode version that
-Python's `unicodedata` carries. Run: python3 src/tokenizer/generate_unicode_tables.py
+The tokenizer needs, without ICU:
+  * the general category of every assigned code point (regex classes \\p{L}, \\p{Lu}, \\p{N}, ...,
+    and the letter / number / other classes of the hand-written pre-tokenizers);
+  * canonical and compatibility decompositions, canonical combining classes and the primary
+    composites, for the NFC / NFD / NFKC / NFKD normalizers;
+  * per-character lowercase mappings (the Lowercase normalizer) and simple case folding (the
+    regex (?i) flag).
+Hugging Face `tokenizers` takes the same data from Rust crates of a similar Unicode version; the
+reference test checks that the two agree on its corpus.
+Run: python3 src/tokenizer/generate_unicode_tables.py
 """
 import os
 import unicodedata
 
-LETTER, NUMBER = 1, 2
+# Must match enum class GeneralCategory in unicode.h (Cn, unassigned, is 0 and never listed).
+CATEGORIES = ["Cn", "Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd", "Nl", "No", "Pc", "Pd", "Ps",
+              "Pe", "Pi", "Pf", "Po", "Sm", "Sc", "Sk", "So", "Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Co"]
+HANGUL_FIRST, HANGUL_LAST = 0xAC00, 0xD7A3  # decomposed algorithmically in C++
 
 
-def category_class(cp):
-    if 0xD800 <= cp <= 0xDFFF:
-        return 0
-    major = unicodedata.category(chr(cp))[0]
-    return {"L": LETTER, "N": NUMBER}.get(major, 0)
-
-
-def ranges():
+def category_ranges():
     out = []
-    for cp in range(0x80, 0x110000):
-        cls = category_class(cp)
-        if out and out[-1][2] == cls and out[-1][1] == cp - 1:
+    for cp in range(0x110000):
+        cat = CATEGORIES.index(unicodedata.category(chr(cp)))
+        if out and out[-1][2] == cat and out[-1][1] == cp - 1:
             out[-1][1] = cp
         else:
-            out.append([cp, cp, cls])
+            out.append([cp, cp, cat])
     return [r for r in out if r[2] != 0]
 
 
+def decompositions():
+    """(code point, is_compatibility, [code points]) for each one-step decomposition."""
+    rows = []
+    for cp in range(0x110000):
+        if HANGUL_FIRST <= cp <= HANGUL_LAST:
+            continue
+        text = unicodedata.decomposition(chr(cp))
+        if not text:
+            continue
+        parts = text.split()
+        compat = parts[0].startswith("<")
+        if compat:
+            parts = parts[1:]
+        rows.append((cp, compat, [int(p, 16) for p in parts]))
+    return rows
+
+
+def combining_class_ranges():
+    out = []
+    for cp in range(0x110000):
+        ccc = unicodedata.combining(chr(cp))
+        if ccc == 0:
+            continue
+        if out and out[-1][2] == ccc and out[-1][1] == cp - 1:
+            out[-1][1] = cp
+        else:
+            out.append([cp, cp, ccc])
+    return out
+
+
+def compositions(decomps):
+    """Primary composites: canonical pairs that NFC recomposes (exclusions drop out)."""
+    rows = []
+    for cp, compat, parts in decomps:
+        if compat or len(parts) != 2:
+            continue
+        if unicodedata.normalize("NFC", chr(parts[0]) + chr(parts[1])) == chr(cp):
+            rows.append((parts[0], parts[1], cp))
+    return sorted(rows)
+
+
+def lowercase_mappings():
+    rows = []
+    for cp in range(0x110000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        lower = chr(cp).lower()
+        if lower != chr(cp):
+            rows.append((cp, [ord(c) for c in lower]))
+    return rows
+
+
+def simple_case_folds():
+    rows = []
+    for cp in range(0x110000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        folded = chr(cp).casefold()
+        if len(folded) != 1:
+            folded = chr(cp).lower()
+        if len(folded) == 1 and folded != chr(cp):
+            rows.append((cp, ord(folded)))
+    return rows
+
+
+def flat_table(name, rows, lines):
+    """rows: (key, [code points]); emits kNameIndex {key, offset, length} and kNameData."""
+    data, index = [], []
+    for key, flag, values in rows:
+        index.append("    {0x%04X, %d, %d, %d}," % (key, flag, len(data), len(values)))
+        data.extend(values)
+    lines.append("const MappingEntry k%sIndex[] = {" % name)
+    lines.extend(index)
+    lines.append("};")
+    lines.append("const std::size_t k%sCount = sizeof(k%sIndex) / sizeof(k%sIndex[0]);" % (name, name, name))
+    lines.append("const uint32_t k%sData[] = {" % name)
+    for i in range(0, len(data), 12):
+        lines.append("    " + " ".join("0x%04X," % v for v in data[i:i + 12]))
+    lines.append("};")
+    lines.append("")
+
+
 def main():
-    rows = ranges()
-    names = {LETTER: "CharClass::Letter", NUMBER: "CharClass::Number"}
+    decomps = decompositions()
     lines = [
         "// Generated by src/tokenizer/generate_unicode_tables.py from Unicode "
         + unicodedata.unidata_version + " (Python unicodedata); do not edit.",
-        "// Non-ASCII code point ranges in general categories L* (letters) and N* (numbers).",
         '#include "unicode.h"',
         "",
         "namespace h2tune::tokenizer_detail {",
         "",
-        "const CodePointRange kLetterNumberRanges[] = {",
+        "// Assigned code point ranges and their general category (unlisted: Cn).",
+        "const CategoryRange kCategoryRanges[] = {",
     ]
-    for first, last, cls in rows:
-        lines.append("    {0x%04X, 0x%04X, %s}," % (first, last, names[cls]))
-    lines += [
-        "};",
-        "const std::size_t kLetterNumberRangeCount = sizeof(kLetterNumberRanges) / sizeof(kLetterNumberRanges[0]);",
-        "",
-        "}  // namespace h2tune::tokenizer_detail",
-        "",
-    ]
+    for first, last, cat in category_ranges():
+        lines.append("    {0x%04X, 0x%04X, GeneralCategory::%s}," % (first, last, CATEGORIES[cat]))
+    lines += ["};",
+              "const std::size_t kCategoryRangeCount = sizeof(kCategoryRanges) / sizeof(kCategoryRanges[0]);",
+              "",
+              "// Non-zero canonical combining classes.",
+              "const CombiningClassRange kCombiningClassRanges[] = {"]
+    for first, last, ccc in combining_class_ranges():
+        lines.append("    {0x%04X, 0x%04X, %d}," % (first, last, ccc))
+    lines += ["};",
+              "const std::size_t kCombiningClassRangeCount =",
+              "    sizeof(kCombiningClassRanges) / sizeof(kCombiningClassRanges[0]);",
+              "",
+              "// One-step decompositions (flag 1: compatibility), sorted by code point; Hangul excluded.",
+              ]
+    flat_table("Decomposition", [(cp, int(compat), parts) for cp, compat, parts in decomps], lines)
+    lines.append("// Primary composites (first, second) -> composite, sorted by (first, second).")
+    lines.append("const CompositionEntry kCompositions[] = {")
+    for first, second, composite in compositions(decomps):
+        lines.append("    {0x%04X, 0x%04X, 0x%04X}," % (first, second, composite))
+    lines += ["};",
+              "const std::size_t kCompositionCount = sizeof(kCompositions) / sizeof(kCompositions[0]);",
+              "",
+              "// Per-character lowercase mappings (full mappings; context-free).",
+              ]
+    flat_table("Lowercase", [(cp, 0, lower) for cp, lower in lowercase_mappings()], lines)
+    lines.append("// Simple case folding (code point -> folded code point) where it changes the character.")
+    lines.append("const CaseFoldEntry kCaseFolds[] = {")
+    for cp, folded in simple_case_folds():
+        lines.append("    {0x%04X, 0x%04X}," % (cp, folded))
+    lines += ["};",
+              "const std::size_t kCaseFoldCount = sizeof(kCaseFolds) / sizeof(kCaseFolds[0]);",
+              "",
+              "}  // namespace h2tune::tokenizer_detail",
+              ""]
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "unicode_tables.cpp")
     with open(path, "w", encoding="ascii") as f:
         f.write("\n".join(lines))

@@ -15,54 +15,6 @@ namespace {
 using json = nlohmann::json;
 using ordered_json = nlohmann::ordered_json;
 
-const char* const kGpt2Pattern =
-    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
-const char* const kLlama3Pattern =
-    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
-const char* const kQwen2Pattern =
-    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
-
-std::string type_of(const json& step) {
-    const auto it = step.find("type");
-    return it != step.end() && it->is_string() ? it->get<std::string>() : std::string("<untyped>");
-}
-
-// "Sequence[Split, ByteLevel]" or "Whitespace" for error messages.
-std::string describe_steps(const json& pre_tokenizer, const std::vector<const json*>& steps) {
-    if (type_of(pre_tokenizer) != "Sequence") return type_of(pre_tokenizer);
-    std::string out = "Sequence[";
-    for (std::size_t i = 0; i < steps.size(); ++i) out += (i ? ", " : "") + type_of(*steps[i]);
-    return out + "]";
-}
-
-ordered_json byte_level_json(bool use_regex) {
-    return ordered_json{{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true},
-                        {"use_regex", use_regex}};
-}
-
-ordered_json pre_tokenizer_json(BpeTokenizer::PreTokenizer kind) {
-    auto split = [](const char* pattern) {
-        return ordered_json{{"type", "Split"},
-                            {"pattern", ordered_json{{"Regex", pattern}}},
-                            {"behavior", "Isolated"},
-                            {"invert", false}};
-    };
-    auto sequence = [](ordered_json first, ordered_json second) {
-        return ordered_json{{"type", "Sequence"}, {"pretokenizers", ordered_json::array({first, second})}};
-    };
-    switch (kind) {
-        case BpeTokenizer::PreTokenizer::Llama3:
-            return sequence(split(kLlama3Pattern), byte_level_json(false));
-        case BpeTokenizer::PreTokenizer::Qwen2:
-            return sequence(split(kQwen2Pattern), byte_level_json(false));
-        case BpeTokenizer::PreTokenizer::Gpt2IsolatedDigits:
-            return sequence(ordered_json{{"type", "Digits"}, {"individual_digits", true}}, byte_level_json(true));
-        case BpeTokenizer::PreTokenizer::Gpt2:
-            break;
-    }
-    return byte_level_json(true);
-}
-
 // Dumps `value` pretty-printed for a position nested `depth` levels deep.
 std::string nested_dump(const ordered_json& value, int depth) {
     const std::string text = value.dump(2);
@@ -119,15 +71,22 @@ struct BpeTokenizer::JsonReader {
         if (!doc.is_object()) fail("the document is not a JSON object");
         read_model(require(doc, "model", "the document"), tokenizer);
         if (const json* added = find(doc, "added_tokens")) read_added_tokens(*added, tokenizer);
-        if (const json* normalizer = find(doc, "normalizer")) read_normalizer(*normalizer, tokenizer);
-        tokenizer.pre_tokenizer_ = read_pre_tokenizer(require(doc, "pre_tokenizer", "the document"));
-        if (const json* decoder = find(doc, "decoder")) read_decoder(*decoder);
+        // The components are parsed (and checked) by build(); here they are kept as JSON text.
+        auto keep = [&](const char* key, std::string& out) {
+            const json* value = find(doc, key);
+            out = value ? value->dump() : "null";
+        };
+        keep("normalizer", tokenizer.normalizer_json_);
+        keep("pre_tokenizer", tokenizer.pre_tokenizer_json_);
+        keep("post_processor", tokenizer.post_processor_json_);
+        keep("decoder", tokenizer.decoder_json_);
     }
 
     void read_model(const json& model, BpeTokenizer& tokenizer) const {
         if (!model.is_object()) fail("model must be an object");
         if (const json* type = find(model, "type"); type && *type != "BPE") {
-            fail("model.type is " + type->dump() + "; only \"BPE\" is supported");
+            fail("model.type " + (type->is_string() ? "'" + type->get<std::string>() + "'" : type->dump()) +
+                 " is not supported (only BPE)");
         }
         if (const json* dropout = find(model, "dropout"); dropout && !(dropout->is_number() && *dropout == 0)) {
             fail("model.dropout " + dropout->dump() + " is not supported (use null)");
@@ -137,8 +96,11 @@ struct BpeTokenizer::JsonReader {
                 fail(std::string("model.") + affix + " " + value->dump() + " is not supported (use null)");
             }
         }
-        if (optional_bool(model, "byte_fallback", false, "model")) {
-            fail("model.byte_fallback true is not supported (a byte-level vocabulary needs no fallback)");
+        tokenizer.byte_fallback_ = optional_bool(model, "byte_fallback", false, "model");
+        tokenizer.fuse_unk_ = optional_bool(model, "fuse_unk", false, "model");
+        if (const json* unk = find(model, "unk_token")) {
+            if (!unk->is_string()) fail("model.unk_token must be a string or null");
+            tokenizer.unk_token_ = unk->get<std::string>();
         }
         tokenizer.ignore_merges_ = optional_bool(model, "ignore_merges", false, "model");
         read_vocab(require(model, "vocab", "model"), tokenizer);
@@ -200,77 +162,6 @@ struct BpeTokenizer::JsonReader {
         }
     }
 
-    void read_normalizer(const json& normalizer, BpeTokenizer& tokenizer) const {
-        const std::string type = type_of(normalizer);
-        if (type == "NFC") {
-            tokenizer.nfc_normalizer_ = true;
-            return;
-        }
-        const json* steps = find(normalizer, "normalizers");
-        if (type == "Sequence" && steps && steps->is_array() && steps->empty()) return;
-        fail("unsupported normalizer " + normalizer.dump() + " (supported: null, NFC)");
-    }
-
-    // ByteLevel must not add a prefix space: decode would then return text with an extra space.
-    void check_byte_level(const json& step, bool use_regex) const {
-        if (optional_bool(step, "add_prefix_space", true, "pre_tokenizer ByteLevel")) {
-            fail("pre_tokenizer ByteLevel with add_prefix_space true is not supported");
-        }
-        if (optional_bool(step, "use_regex", true, "pre_tokenizer ByteLevel") != use_regex) {
-            fail(std::string("pre_tokenizer ByteLevel must have use_regex ") + (use_regex ? "true" : "false") +
-                 " in this position");
-        }
-    }
-
-    PreTokenizer split_kind(const json& split) const {
-        const json* pattern = find(split, "pattern");
-        const json* regex = pattern && pattern->is_object() ? find(*pattern, "Regex") : nullptr;
-        if (regex == nullptr || !regex->is_string()) fail("pre_tokenizer Split needs a {\"Regex\": ...} pattern");
-        const json* behavior = find(split, "behavior");
-        if (behavior == nullptr || *behavior != "Isolated" || optional_bool(split, "invert", false, "Split")) {
-            fail("pre_tokenizer Split must have behavior \"Isolated\" and invert false");
-        }
-        const auto& text = regex->get_ref<const std::string&>();
-        if (text == kLlama3Pattern) return PreTokenizer::Llama3;
-        if (text == kQwen2Pattern) return PreTokenizer::Qwen2;
-        if (text == kGpt2Pattern) return PreTokenizer::Gpt2;
-        fail("unsupported pre_tokenizer Split regex " + regex->dump() +
-             " (supported: the GPT-2, Llama 3 and Qwen2 patterns)");
-    }
-
-    PreTokenizer read_pre_tokenizer(const json& pre_tokenizer) const {
-        std::vector<const json*> steps;
-        if (type_of(pre_tokenizer) == "Sequence") {
-            const json* list = find(pre_tokenizer, "pretokenizers");
-            if (list == nullptr || !list->is_array()) fail("pre_tokenizer Sequence lacks its 'pretokenizers' array");
-            for (const json& step : *list) steps.push_back(&step);
-        } else {
-            steps.push_back(&pre_tokenizer);
-        }
-        std::vector<std::string> types;
-        for (const json* step : steps) types.push_back(type_of(*step));
-        if (types == std::vector<std::string>{"ByteLevel"}) {
-            check_byte_level(*steps[0], true);
-            return PreTokenizer::Gpt2;
-        }
-        if (types == std::vector<std::string>{"Split", "ByteLevel"}) {
-            check_byte_level(*steps[1], false);
-            return split_kind(*steps[0]);
-        }
-        if (types == std::vector<std::string>{"Digits", "ByteLevel"}) {
-            if (!optional_bool(*steps[0], "individual_digits", false, "pre_tokenizer Digits")) {
-                fail("pre_tokenizer Digits must have individual_digits true");
-            }
-            check_byte_level(*steps[1], true);
-            return PreTokenizer::Gpt2IsolatedDigits;
-        }
-        fail("unsupported pre_tokenizer " + describe_steps(pre_tokenizer, steps) +
-             " (supported: ByteLevel, Sequence[Split, ByteLevel], Sequence[Digits, ByteLevel])");
-    }
-
-    void read_decoder(const json& decoder) const {
-        if (type_of(decoder) != "ByteLevel") fail("unsupported decoder " + decoder.dump() + " (supported: ByteLevel)");
-    }
 };
 
 BpeTokenizer BpeTokenizer::from_json(const std::string& json_text, const std::string& source) {
@@ -320,15 +211,15 @@ std::string BpeTokenizer::to_json() const {
             out += (i ? ",\n    " : "\n    ") + nested_dump(entry, 2);
         }
         out += added.empty() ? "],\n" : "\n  ],\n";
-        out += "  \"normalizer\": " + std::string(nfc_normalizer_ ? "{\n    \"type\": \"NFC\"\n  }" : "null") + ",\n";
-        out += "  \"pre_tokenizer\": " + nested_dump(pre_tokenizer_json(pre_tokenizer_), 1) + ",\n";
-        out += "  \"post_processor\": null,\n";
-        ordered_json decoder{{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true},
-                             {"use_regex", true}};
-        out += "  \"decoder\": " + nested_dump(decoder, 1) + ",\n";
-        out += "  \"model\": {\n    \"type\": \"BPE\",\n    \"dropout\": null,\n    \"unk_token\": null,\n"
-               "    \"continuing_subword_prefix\": null,\n    \"end_of_word_suffix\": null,\n"
-               "    \"fuse_unk\": false,\n    \"byte_fallback\": false,\n";
+        out += "  \"normalizer\": " + nested_dump(ordered_json::parse(normalizer_json_), 1) + ",\n";
+        out += "  \"pre_tokenizer\": " + nested_dump(ordered_json::parse(pre_tokenizer_json_), 1) + ",\n";
+        out += "  \"post_processor\": " + nested_dump(ordered_json::parse(post_processor_json_), 1) + ",\n";
+        out += "  \"decoder\": " + nested_dump(ordered_json::parse(decoder_json_), 1) + ",\n";
+        out += "  \"model\": {\n    \"type\": \"BPE\",\n    \"dropout\": null,\n";
+        out += "    \"unk_token\": " + (unk_token_.empty() ? std::string("null") : quote(unk_token_)) + ",\n";
+        out += "    \"continuing_subword_prefix\": null,\n    \"end_of_word_suffix\": null,\n";
+        out += std::string("    \"fuse_unk\": ") + (fuse_unk_ ? "true" : "false") + ",\n";
+        out += std::string("    \"byte_fallback\": ") + (byte_fallback_ ? "true" : "false") + ",\n";
         out += std::string("    \"ignore_merges\": ") + (ignore_merges_ ? "true" : "false") + ",\n";
         out += "    \"vocab\": {";
         for (std::size_t i = 0; i < by_id.size(); ++i) {

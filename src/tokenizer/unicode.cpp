@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <array>
+#include <utility>
+#include <vector>
 
 namespace h2tune::tokenizer_detail {
 namespace {
@@ -49,6 +51,56 @@ bool is_non_ascii_white_space(uint32_t cp) {
            cp == 0x2029 || cp == 0x202F || cp == 0x205F || cp == 0x3000;
 }
 
+// Categories of the first planes in one array (most text lives there); the rest by binary search.
+constexpr uint32_t kDirectCategoryLimit = 0x20000;
+
+GeneralCategory search_category(uint32_t cp) {
+    const CategoryRange* begin = kCategoryRanges;
+    const CategoryRange* end = kCategoryRanges + kCategoryRangeCount;
+    const CategoryRange* it =
+        std::upper_bound(begin, end, cp, [](uint32_t value, const CategoryRange& range) { return value < range.first; });
+    if (it == begin) return GeneralCategory::Cn;
+    --it;
+    return cp <= it->last ? it->category : GeneralCategory::Cn;
+}
+
+const std::vector<GeneralCategory>& direct_categories() {
+    static const std::vector<GeneralCategory> table = [] {
+        std::vector<GeneralCategory> out(kDirectCategoryLimit, GeneralCategory::Cn);
+        for (std::size_t i = 0; i < kCategoryRangeCount; ++i) {
+            const CategoryRange& range = kCategoryRanges[i];
+            for (uint32_t cp = range.first; cp <= range.last && cp < kDirectCategoryLimit; ++cp) out[cp] = range.category;
+        }
+        return out;
+    }();
+    return table;
+}
+
+CharClass class_of_category(GeneralCategory category) {
+    switch (category) {
+        case GeneralCategory::Lu:
+        case GeneralCategory::Ll:
+        case GeneralCategory::Lt:
+        case GeneralCategory::Lm:
+        case GeneralCategory::Lo:
+            return CharClass::Letter;
+        case GeneralCategory::Nd:
+        case GeneralCategory::Nl:
+        case GeneralCategory::No:
+            return CharClass::Number;
+        default:
+            return CharClass::Other;
+    }
+}
+
+template <class Entry>
+const Entry* find_entry(const Entry* table, std::size_t count, uint32_t cp) {
+    const Entry* end = table + count;
+    const Entry* it =
+        std::lower_bound(table, end, cp, [](const Entry& entry, uint32_t value) { return entry.code_point < value; });
+    return it != end && it->code_point == cp ? it : nullptr;
+}
+
 }  // namespace
 
 Utf8Char decode_utf8(std::string_view text, std::size_t pos) {
@@ -68,17 +120,68 @@ Utf8Char decode_utf8(std::string_view text, std::size_t pos) {
     return Utf8Char{cp, info.length, true};
 }
 
+GeneralCategory general_category(uint32_t code_point) {
+    if (code_point < kDirectCategoryLimit) return direct_categories()[code_point];
+    return code_point <= 0x10FFFF ? search_category(code_point) : GeneralCategory::Cn;
+}
+
 CharClass classify(uint32_t code_point) {
     static const std::array<CharClass, 128> ascii = make_ascii_classes();
     if (code_point < 128) return ascii[code_point];
     if (is_non_ascii_white_space(code_point)) return CharClass::Space;
-    const CodePointRange* begin = kLetterNumberRanges;
-    const CodePointRange* end = kLetterNumberRanges + kLetterNumberRangeCount;
-    const CodePointRange* it = std::upper_bound(
-        begin, end, code_point, [](uint32_t cp, const CodePointRange& range) { return cp < range.first; });
-    if (it == begin) return CharClass::Other;
+    return class_of_category(general_category(code_point));
+}
+
+bool is_white_space(uint32_t code_point) {
+    return code_point == ' ' || (code_point >= 0x09 && code_point <= 0x0D) || is_non_ascii_white_space(code_point);
+}
+
+bool is_alphanumeric(uint32_t code_point) {
+    return class_of_category(general_category(code_point)) != CharClass::Other;
+}
+
+uint8_t combining_class(uint32_t code_point) {
+    if (code_point < 0x300) return 0;
+    const CombiningClassRange* begin = kCombiningClassRanges;
+    const CombiningClassRange* end = kCombiningClassRanges + kCombiningClassRangeCount;
+    const CombiningClassRange* it = std::upper_bound(
+        begin, end, code_point, [](uint32_t cp, const CombiningClassRange& range) { return cp < range.first; });
+    if (it == begin) return 0;
     --it;
-    return code_point <= it->last ? it->cls : CharClass::Other;
+    return code_point <= it->last ? it->combining_class : 0;
+}
+
+const MappingEntry* find_decomposition(uint32_t code_point) {
+    if (code_point < 0xA0) return nullptr;
+    return find_entry(kDecompositionIndex, kDecompositionCount, code_point);
+}
+
+uint32_t compose_pair(uint32_t first, uint32_t second) {
+    const CompositionEntry* end = kCompositions + kCompositionCount;
+    const CompositionEntry* it = std::lower_bound(kCompositions, end, std::make_pair(first, second),
+                                                  [](const CompositionEntry& entry, std::pair<uint32_t, uint32_t> key) {
+                                                      return std::make_pair(entry.first, entry.second) < key;
+                                                  });
+    return it != end && it->first == first && it->second == second ? it->composite : 0;
+}
+
+void append_lowercase(uint32_t code_point, std::string& out) {
+    if (code_point < 128) {
+        out += static_cast<char>(code_point >= 'A' && code_point <= 'Z' ? code_point + 32 : code_point);
+        return;
+    }
+    const MappingEntry* entry = find_entry(kLowercaseIndex, kLowercaseCount, code_point);
+    if (entry == nullptr) {
+        append_utf8(code_point, out);
+        return;
+    }
+    for (uint32_t i = 0; i < entry->length; ++i) append_utf8(kLowercaseData[entry->offset + i], out);
+}
+
+uint32_t simple_case_fold(uint32_t code_point) {
+    if (code_point < 128) return code_point >= 'A' && code_point <= 'Z' ? code_point + 32 : code_point;
+    const CaseFoldEntry* entry = find_entry(kCaseFolds, kCaseFoldCount, code_point);
+    return entry != nullptr ? entry->folded : code_point;
 }
 
 void append_utf8(uint32_t cp, std::string& out) {

@@ -456,33 +456,72 @@ TEST(TokenizerJson, RejectsMalformedInput) {
 }
 
 TEST(TokenizerJson, RejectsUnsupportedComponents) {
-    auto regex = trained_json();
-    regex["pre_tokenizer"] = nlohmann::json::parse(R"({"type": "Sequence", "pretokenizers": [
-        {"type": "Split", "pattern": {"Regex": "\\w+|[^\\w\\s]+"}, "behavior": "Isolated", "invert": false},
+    // Each is one line naming the file and the key path.
+    auto unknown_pre = trained_json();
+    unknown_pre["pre_tokenizer"] = nlohmann::json::parse(R"({"type": "Sequence", "pretokenizers": [
+        {"type": "Foo"}, {"type": "ByteLevel", "add_prefix_space": false, "use_regex": false}]})");
+    EXPECT_EQ(load_error(unknown_pre.dump(), "tokenizer.json"),
+              "tokenizer.json: pre_tokenizer.pretokenizers[0].type 'Foo' is not supported");
+
+    auto lookbehind = trained_json();
+    lookbehind["pre_tokenizer"] = nlohmann::json::parse(R"({"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": "(?<=a)b"}, "behavior": "Isolated", "invert": false},
         {"type": "ByteLevel", "add_prefix_space": false, "use_regex": false}]})");
-    const std::string regex_error = load_error(regex.dump());
-    EXPECT_NE(regex_error.find(R"(unsupported pre_tokenizer Split regex "\\w+|[^\\w\\s]+")"), std::string::npos)
+    const std::string regex_error = load_error(lookbehind.dump(), "t.json");
+    EXPECT_EQ(regex_error.rfind("t.json: pre_tokenizer.pretokenizers[0].pattern.Regex \"(?<=a)b\": lookbehind", 0), 0u)
         << regex_error;
+    EXPECT_NE(regex_error.find("is not supported"), std::string::npos) << regex_error;
+    EXPECT_EQ(regex_error.find('\n'), std::string::npos);
 
     auto normalizer = trained_json();
-    normalizer["normalizer"] = {{"type", "Lowercase"}};
-    EXPECT_NE(load_error(normalizer.dump()).find("unsupported normalizer"), std::string::npos);
+    normalizer["normalizer"] = {{"type", "Precompiled"}, {"precompiled_charsmap", "AAAA"}};
+    EXPECT_EQ(load_error(normalizer.dump()), "bad.json: normalizer.type 'Precompiled' is not supported");
 
-    auto prefix_space = trained_json();
-    prefix_space["pre_tokenizer"]["add_prefix_space"] = true;
-    EXPECT_NE(load_error(prefix_space.dump()).find("add_prefix_space true is not supported"), std::string::npos);
+    auto nested_normalizer = trained_json();
+    nested_normalizer["normalizer"] = nlohmann::json::parse(R"({"type": "Sequence", "normalizers": [{"type": "NFC"}, {"type": "Bar"}]})");
+    EXPECT_EQ(load_error(nested_normalizer.dump()), "bad.json: normalizer.normalizers[1].type 'Bar' is not supported");
 
-    auto wordpiece = trained_json();
-    wordpiece["pre_tokenizer"] = {{"type", "Whitespace"}};
-    EXPECT_NE(load_error(wordpiece.dump()).find("unsupported pre_tokenizer Whitespace"), std::string::npos);
+    auto decoder = trained_json();
+    decoder["decoder"] = nlohmann::json::parse(R"({"type": "Sequence", "decoders": [{"type": "CTC"}]})");
+    EXPECT_EQ(load_error(decoder.dump()), "bad.json: decoder.decoders[0].type 'CTC' is not supported");
 
-    auto fallback = trained_json();
-    fallback["model"]["byte_fallback"] = true;
-    EXPECT_NE(load_error(fallback.dump()).find("byte_fallback"), std::string::npos);
+    auto post = trained_json();
+    post["post_processor"] = {{"type", "Baz"}};
+    EXPECT_EQ(load_error(post.dump()), "bad.json: post_processor.type 'Baz' is not supported");
 
+    auto model = trained_json();
+    model["model"]["type"] = "WordPiece";
+    EXPECT_EQ(load_error(model.dump()), "bad.json: model.type 'WordPiece' is not supported (only BPE)");
+
+    auto behavior = trained_json();
+    behavior["pre_tokenizer"] = nlohmann::json::parse(R"({"type": "Split", "pattern": {"String": " "}, "behavior": "Sideways"})");
+    EXPECT_EQ(load_error(behavior.dump()),
+              "bad.json: pre_tokenizer.behavior \"Sideways\" is not supported "
+              "(Removed, Isolated, MergedWithPrevious, MergedWithNext or Contiguous)");
+
+    auto scheme = trained_json();
+    scheme["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "sometimes"}};
+    EXPECT_EQ(load_error(scheme.dump()),
+              "bad.json: pre_tokenizer.prepend_scheme \"sometimes\" is not supported (first, always or never)");
+
+    auto after_byte_level = trained_json();
+    after_byte_level["pre_tokenizer"] = nlohmann::json::parse(R"({"type": "Sequence", "pretokenizers": [
+        {"type": "ByteLevel", "add_prefix_space": false}, {"type": "Digits"}]})");
+    EXPECT_NE(load_error(after_byte_level.dump()).find("pre_tokenizer.pretokenizers[0]: ByteLevel followed by"),
+              std::string::npos);
+
+    auto dropout = trained_json();
+    dropout["model"]["dropout"] = 0.1;
+    EXPECT_EQ(load_error(dropout.dump()), "bad.json: model.dropout 0.1 is not supported (use null)");
+
+    auto unk = trained_json();
+    unk["model"]["unk_token"] = "<nope>";
+    EXPECT_EQ(load_error(unk.dump()), "bad.json: model.unk_token '<nope>' is not in model.vocab");
+
+    // NFC is real now and written back.
     auto nfc = trained_json();
     nfc["normalizer"] = {{"type", "NFC"}};
-    EXPECT_EQ(load_error(nfc.dump()), "");  // accepted as identity, written back
+    EXPECT_EQ(load_error(nfc.dump()), "");
     EXPECT_EQ(nlohmann::json::parse(BpeTokenizer::from_json(nfc.dump()).to_json())["normalizer"]["type"], "NFC");
 }
 

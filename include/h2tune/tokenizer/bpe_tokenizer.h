@@ -1,26 +1,24 @@
-// Byte-level BPE tokenizer that reads and writes the Hugging Face `tokenizer.json` format
-// (GPT-2 style: byte-to-unicode map, regex pre-tokenization, ranked merges, special tokens).
-// Real checkpoints' tokenizers (GPT-2, Llama 3, Qwen2, SmolLM) load through the same reader.
+// BPE tokenizer that reads and writes the Hugging Face `tokenizer.json` format and encodes the way
+// Hugging Face's Rust `tokenizers` library does: byte-level BPE files (GPT-2, Llama 3, Qwen2/3,
+// SmolLM; also what `bpe_train` writes) and SentencePiece-style BPE files with byte fallback
+// (Gemma, Mistral, Llama 2). docs/tokenizers.md lists what is supported and how it is checked.
 //
-// Supported tokenizer.json subset (anything else is a ModelError naming the file and the field):
-//   model          BPE; merges as "a b" strings or [["a","b"]] arrays; ignore_merges honoured;
-//                  no dropout, no byte_fallback, no continuing_subword_prefix / end_of_word_suffix.
-//                  The vocabulary must hold all 256 byte symbols. Ids of the vocabulary and the
-//                  added tokens together must be dense: each of 0..N-1 used exactly once (an added
-//                  token may repeat its own vocabulary entry, as GPT-2's <|endoftext|> does).
-//   pre_tokenizer  ByteLevel(add_prefix_space false, use_regex true)                 -> Gpt2
-//                  Sequence[Split(Regex Llama 3 pattern, Isolated), ByteLevel(no regex)] -> Llama3
-//                  Sequence[Split(Regex Qwen2 pattern, Isolated), ByteLevel(no regex)]   -> Qwen2
-//                  Sequence[Digits(individual_digits), ByteLevel(use_regex true)]     -> Gpt2IsolatedDigits
-//                  (SmolLM, StarCoder). A Split with any other regex is rejected.
-//   normalizer     null; NFC is accepted and treated as identity (input is assumed to be NFC
-//                  already, true of nearly all text; other input still round-trips exactly).
-//   decoder        null or ByteLevel. post_processor, truncation, padding: ignored (encode never
-//                  adds special tokens; callers insert bos/eos ids themselves).
-//
-// Character classes: \p{L} and \p{N} come from generated Unicode 14 general-category tables,
-// \s is the Unicode White_Space property. Invalid UTF-8 is not an error: each invalid byte is a
-// character of its own in the "other" class (neither letter, number nor space).
+// The pipeline of encode, as in Hugging Face:
+//   1. added tokens whose "normalized" flag is false are found in the raw text (leftmost-longest,
+//      with their single_word / lstrip / rstrip flags);
+//   2. each stretch between them is normalized (normalizer: NFC, NFD, NFKC, NFKD, Lowercase,
+//      Strip, Replace, Prepend, Sequence), and added tokens with normalized true are found in it;
+//   3. the rest is cut into pieces (pre_tokenizer: Split with any behaviour and a literal or
+//      regex pattern, ByteLevel, Digits, Metaspace, Whitespace, WhitespaceSplit, Punctuation,
+//      BertPreTokenizer, CharDelimiterSplit, Sequence);
+//   4. each piece goes through the BPE model (merges by rank, ignore_merges, byte_fallback with
+//      <0xNN> tokens, unk_token / fuse_unk);
+//   5. with add_special_tokens, the post_processor (TemplateProcessing, BertProcessing,
+//      RobertaProcessing, ByteLevel, Sequence) adds its special tokens.
+// decode maps ids to token strings and runs the decoder (ByteLevel, ByteFallback, Fuse, Strip,
+// Replace, Metaspace, Sequence). Anything else in a file (another model type, an unknown component
+// type, an unsupported option or regex construct) is a one-line ModelError naming the file and the
+// key path, e.g. "tokenizer.json: pre_tokenizer.pretokenizers[0].type 'Foo' is not supported".
 //
 // Special ids (from the added tokens only):
 //   eos  "<|end_of_text|>" (Llama 3), else "<|endoftext|>" (GPT-2, Qwen2, SmolLM), else "</s>".
@@ -29,12 +27,15 @@
 //        (the common Hugging Face convention; padded positions must be masked by length, not id).
 //   Each is -1 only when no candidate exists.
 //
+// Text is any byte string: invalid UTF-8 is not an error (each invalid byte is a character of its
+// own that is neither letter, number nor space), and byte-level tokenizers still round-trip it.
 // Thread safety: const members may be called concurrently; the word cache is mutex-guarded.
 #pragma once
 
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -44,6 +45,18 @@
 #include "h2tune/tokenizer/bpe_word_cache.h"
 
 namespace h2tune {
+
+struct EncodeOptions {
+    // Append / prepend what the file's post_processor adds (e.g. Llama 3's <|begin_of_text|>).
+    bool add_special_tokens = false;
+    // Recognise special added tokens (special: true) written in the text. Off by default so that
+    // user data cannot inject control tokens; Hugging Face's encode always recognises them.
+    // Non-special added tokens (e.g. Qwen3's <think>) are always recognised, as in Hugging Face.
+    bool match_special_tokens = false;
+
+    // What Hugging Face's `Tokenizer.encode(text, add_special_tokens)` does.
+    static EncodeOptions hugging_face(bool add_special_tokens) { return EncodeOptions{add_special_tokens, true}; }
+};
 
 class BpeTokenizer {
 public:
@@ -56,11 +69,13 @@ public:
     std::string to_json() const;            // a valid Hugging Face tokenizer.json document
     void save(const std::string& path) const;
 
-    // Encodes raw bytes (any UTF-8, invalid sequences included) to ids; special-token strings in
-    // `text` are NOT interpreted (user data cannot inject control tokens).
-    std::vector<int32_t> encode(std::string_view text) const;
-    // Inverse of encode: decode(encode(s)) == s for every byte string s. Special tokens decode to
-    // their content.
+    // Encodes raw bytes (any UTF-8, invalid sequences included) to ids with default options: no
+    // special tokens added, special-token strings in `text` NOT interpreted.
+    std::vector<int32_t> encode(std::string_view text) const { return encode(text, EncodeOptions{}); }
+    std::vector<int32_t> encode(std::string_view text, const EncodeOptions& options) const;
+    // Hugging Face's decode(ids, skip_special_tokens=False): token strings through the decoder.
+    // Byte-level files give decode(encode(s)) == s for every byte string s (Hugging Face would
+    // replace invalid UTF-8 in the result by U+FFFD; here the bytes are kept).
     std::string decode(const std::vector<int32_t>& ids) const;
 
     int32_t vocab_size() const;             // max id + 1, special tokens included (0 when empty)
@@ -94,9 +109,9 @@ private:
         int32_t id = -1;
         std::string content;
         bool special = true;
-        // Kept only to write the file back unchanged; encode never matches added tokens in text.
         bool single_word = false, lstrip = false, rstrip = false, normalized = false;
     };
+    struct Pipeline;  // normalizer, pre-tokenizer, added-token matchers, decoder, post-processor
     struct MergeRule {
         int32_t rank;
         int32_t merged_id;
@@ -108,25 +123,38 @@ private:
     std::size_t count_tokens(const std::string& source) const;
     void build_id_tables(const std::string& source);
     void build_byte_ids(const std::string& source);
+    void build_model_fallbacks(const std::string& source);
+    void build_pipeline(const std::string& source);
     void build_merge_rules(const std::string& source);
     void detect_special_ids();
     int32_t added_token_id(std::string_view content) const;
 
     // Appends the ids of one pre-token.
     void encode_piece(std::string_view piece, std::vector<int32_t>& out) const;
-    void merge_bytes(std::string_view piece, std::vector<int32_t>& out) const;
+    // The model's first symbols for a piece that is not byte-level: one per character, byte
+    // fallback or unk for characters outside the vocabulary.
+    void initial_symbols(std::string_view piece, std::vector<int32_t>& symbols) const;
+    void merge_symbols(const std::vector<int32_t>& initial, std::vector<int32_t>& out) const;
 
     std::unordered_map<std::string, int32_t> vocab_;  // model vocabulary: byte-level string -> id
     std::vector<std::pair<std::string, std::string>> merges_;  // by rank
     std::vector<AddedToken> added_tokens_;
-    PreTokenizer pre_tokenizer_ = PreTokenizer::Gpt2;
-    bool ignore_merges_ = false;   // model.ignore_merges: whole pre-tokens found in vocab skip BPE
-    bool nfc_normalizer_ = false;  // written back as read
+    bool ignore_merges_ = false;  // model.ignore_merges: whole pre-tokens found in vocab skip BPE
+    bool byte_fallback_ = false;  // model.byte_fallback: unknown characters become <0xNN> tokens
+    bool fuse_unk_ = false;       // model.fuse_unk: consecutive unknown characters share one unk
+    std::string unk_token_;       // model.unk_token; empty for none
+    // The components as JSON text ("null" when absent), parsed by build() and written back by
+    // to_json().
+    std::string normalizer_json_ = "null", pre_tokenizer_json_ = "null", post_processor_json_ = "null",
+                decoder_json_ = "null";
 
     // Derived by build().
+    std::shared_ptr<const Pipeline> pipeline_;
+    bool byte_level_ = false;               // the pre-tokenizer ends with ByteLevel
     std::vector<std::string> id_to_token_;  // vocab string or added-token content
-    std::vector<std::string> id_to_bytes_;  // what decode emits per id
-    std::array<int32_t, 256> byte_ids_{};
+    std::array<int32_t, 256> byte_ids_{};   // byte-level: id of each byte's symbol
+    std::array<int32_t, 256> byte_fallback_ids_{};  // <0xNN> token ids, -1 where absent
+    int32_t unk_id_ = -1;
     std::unordered_map<uint64_t, MergeRule> merge_rules_;  // key: left id << 32 | right id
     int32_t bos_id_ = -1, eos_id_ = -1, pad_id_ = -1;
     mutable BpeWordCache cache_;
