@@ -1,0 +1,99 @@
+// h2tune's tokenizer against Hugging Face `tokenizers` on the reference corpus: for GPT-2,
+// Llama 3, Qwen3 and Gemma 3, every string's ids with and without special tokens and the decode
+// of Hugging Face's ids must be identical to what hf_reference.py recorded. Prints identical/total
+// per tokenizer and lists the first differing strings with both id lists.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "h2tune/tokenizer/bpe_tokenizer.h"
+
+using namespace h2tune;
+
+namespace {
+
+std::string reference_dir() {
+    const char* dir = std::getenv("H2TUNE_TOKENIZER_REFERENCE");
+    return dir ? dir : "";
+}
+
+std::string ids_text(const std::vector<int32_t>& ids) {
+    std::string out = "[";
+    for (std::size_t i = 0; i < ids.size(); ++i) out += (i ? " " : "") + std::to_string(ids[i]);
+    return out + "]";
+}
+
+// The string as a JSON literal, so control characters and spaces are visible.
+std::string shown(const std::string& text) {
+    const std::string quoted = nlohmann::json(text).dump();
+    return quoted.size() > 160 ? quoted.substr(0, 160) + "...\"" : quoted;
+}
+
+struct Tally {
+    const char* what;
+    std::size_t identical = 0;
+    std::vector<std::string> differences;  // first few
+
+    void add(bool same, const std::string& detail) {
+        if (same) {
+            ++identical;
+        } else if (differences.size() < 8) {
+            differences.push_back(detail);
+        }
+    }
+};
+
+class TokenizerReference : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(TokenizerReference, IdenticalToHuggingFace) {
+    const std::string dir = reference_dir();
+    ASSERT_FALSE(dir.empty()) << "H2TUNE_TOKENIZER_REFERENCE is not set (the reference_tokenizer_fixtures test sets "
+                                 "up the data it names)";
+    const std::string path = dir + "/" + GetParam() + ".json";
+    std::ifstream in(path, std::ios::binary);
+    ASSERT_TRUE(in) << "cannot open " << path;
+    const nlohmann::json reference = nlohmann::json::parse(in);
+    const BpeTokenizer tokenizer = BpeTokenizer::from_file(reference["tokenizer_json"].get<std::string>());
+
+    Tally plain{"ids, add_special_tokens=False"}, special{"ids, add_special_tokens=True"};
+    Tally decoded{"decode(HF ids)"}, decoded_special{"decode(HF ids with special tokens)"};
+    const auto& cases = reference["cases"];
+    for (const auto& item : cases) {
+        const std::string text = item["text"].get<std::string>();
+        const auto want = item["ids"].get<std::vector<int32_t>>();
+        const auto want_special = item["ids_special"].get<std::vector<int32_t>>();
+        const auto got = tokenizer.encode(text, EncodeOptions::hugging_face(false));
+        const auto got_special = tokenizer.encode(text, EncodeOptions::hugging_face(true));
+        plain.add(got == want, shown(text) + "\n      hf  " + ids_text(want) + "\n      ours " + ids_text(got));
+        special.add(got_special == want_special,
+                    shown(text) + "\n      hf  " + ids_text(want_special) + "\n      ours " + ids_text(got_special));
+        const std::string want_text = item["decoded"].get<std::string>();
+        const std::string got_text = tokenizer.decode(want);
+        decoded.add(got_text == want_text, shown(text) + "\n      hf   " + shown(want_text) + "\n      ours " + shown(got_text));
+        const std::string want_special_text = item["decoded_special"].get<std::string>();
+        const std::string got_special_text = tokenizer.decode(want_special);
+        decoded_special.add(got_special_text == want_special_text,
+                            shown(text) + "\n      hf   " + shown(want_special_text) + "\n      ours " +
+                                shown(got_special_text));
+    }
+    std::ostringstream report;
+    for (const Tally* tally : {&plain, &special, &decoded, &decoded_special}) {
+        report << GetParam() << " " << tally->what << ": " << tally->identical << "/" << cases.size() << " identical\n";
+        for (const std::string& difference : tally->differences) report << "    " << difference << "\n";
+    }
+    std::cout << report.str();
+    for (const Tally* tally : {&plain, &special, &decoded, &decoded_special}) {
+        EXPECT_EQ(tally->identical, cases.size()) << GetParam() << " " << tally->what;
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Files, TokenizerReference, ::testing::Values("gpt2", "llama3", "qwen3", "gemma3"),
+                         [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
+
+}  // namespace
