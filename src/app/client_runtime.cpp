@@ -51,7 +51,12 @@ ClientRuntime::ClientRuntime(const JobConfig& job, int client_index, int64_t glo
                          "or set " + key + ".model_dir)");
     tokenizer_ = BpeTokenizer::from_file(paths_.tokenizer);
 
-    LlamaForCausalLM model = load_pretrained(paths_.model_dir);
+    const torch::Dtype base_dtype = model_dtype_from_name(config_.model_dtype, key + ".model_dtype");
+    // LibTorch's CPU kernels lack float16 matmuls (1.13 has no addmm/bmm for Half on the CPU).
+    if (base_dtype == torch::kFloat16 && device_.is_cpu())
+        throw ConfigError(key + ".model_dtype: float16 needs a CUDA device (this rank computes on the CPU); "
+                          "use bfloat16 or float32");
+    LlamaForCausalLM model = load_pretrained(paths_.model_dir, base_dtype);
     if (model->config().vocab_size < tokenizer_.vocab_size())
         throw ModelError(key + ": tokenizer " + paths_.tokenizer + " has " + std::to_string(tokenizer_.vocab_size()) +
                          " tokens but the model's vocab_size is " + std::to_string(model->config().vocab_size));

@@ -227,6 +227,7 @@ const std::vector<Field<ClientConfig>>& client_fields() {
     static const std::vector<Field<C>> f = {
         string_field("model", &C::model, false),
         string_field("model_dir", &C::model_dir),
+        choice_field("model_dtype", &C::model_dtype, {"float32", "bfloat16", "float16"}),
         string_field("tokenizer", &C::tokenizer),
         string_field("task", &C::task),
         string_field("train_file", &C::train_file),

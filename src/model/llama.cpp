@@ -13,8 +13,11 @@ namespace {
 
 // Added to the scores of masked keys. Finite, unlike -inf, so that a query whose keys are all
 // masked (a padding position) gets a uniform, NaN-free distribution instead of 0/0; its output is
-// never read by real tokens because padding keys are masked for everyone.
+// never read by real tokens because padding keys are masked for everyone. Masks and softmax are
+// float32 in every model dtype, so the value is representable whatever the weights are.
 constexpr double kMaskValue = -1e30;
+
+bool is_float32(const torch::Tensor& t) { return t.scalar_type() == torch::kFloat32; }
 
 // Positions below this get precomputed cos/sin rows; beyond it (long-context checkpoints) the
 // same values are computed per call, so a 128k-position model does not hold 128k-row tables.
@@ -30,42 +33,69 @@ void ProjectionImpl::reset() {
     if (options.in_features() <= 0 || options.out_features() <= 0)
         throw ModelError("Projection: in_features and out_features must be positive (got " +
                          std::to_string(options.in_features()) + ", " + std::to_string(options.out_features()) + ")");
-    weight = register_parameter("weight", torch::empty({options.out_features(), options.in_features()}));
-    reset_parameters();
+    const auto topts = torch::TensorOptions().dtype(options.dtype());
+    weight = register_parameter("weight", torch::empty({options.out_features(), options.in_features()}, topts));
+    if (options.bias()) bias = register_parameter("bias", torch::empty({options.out_features()}, topts));
+    if (options.initialise()) reset_parameters();
 }
 
 void ProjectionImpl::reset_parameters() {
     torch::NoGradGuard no_grad;
     weight.normal_(0.0, options.init_std());
+    if (bias.defined()) bias.zero_();
 }
 
 void ProjectionImpl::pretty_print(std::ostream& stream) const {
     stream << "h2tune::Projection(in_features=" << options.in_features()
-           << ", out_features=" << options.out_features() << ", adapter=" << (adapter_ ? "yes" : "none") << ")";
+           << ", out_features=" << options.out_features() << ", bias=" << (bias.defined() ? "true" : "false")
+           << ", adapter=" << (adapter_ ? "yes" : "none") << ")";
 }
 
 torch::Tensor ProjectionImpl::forward(const torch::Tensor& x) {
-    torch::Tensor y = torch::linear(x, weight);
+    torch::Tensor y = torch::linear(x, weight, bias);
     if (!adapter_) return y;
-    const torch::Tensor d = adapter_->delta(x);
+    // Adapters are float32 whatever the base stores; PEFT casts the same way.
+    const torch::Tensor d = is_float32(x) ? adapter_->delta(x) : adapter_->delta(x.to(torch::kFloat32));
     if (d.sizes() != y.sizes())
         throw ModelError("Projection: adapter delta has shape " + shape_string(d.sizes()) + ", expected " +
                          shape_string(y.sizes()));
     // In place is safe: y is linear's fresh output, which its backward does not need.
-    return y.add_(d);
+    return d.scalar_type() == y.scalar_type() ? y.add_(d) : y.add_(d.to(y.scalar_type()));
 }
 
 // ---------------------------------------------------------------- RMSNorm
 
 void RMSNormImpl::reset() {
     if (options.dim() <= 0) throw ModelError("RMSNorm: dim must be positive");
-    weight = register_parameter("weight", torch::ones({options.dim()}));
+    const auto topts = torch::TensorOptions().dtype(options.dtype());
+    weight = register_parameter("weight", options.unit_offset() ? torch::zeros({options.dim()}, topts)
+                                                                : torch::ones({options.dim()}, topts));
 }
 
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
-    // Hugging Face's order of operations, so real checkpoints reproduce their logits.
-    const torch::Tensor variance = x.pow(2).mean(-1, /*keepdim=*/true);
-    return weight * (x * torch::rsqrt(variance + options.eps()));
+    // Hugging Face's order of operations and float32 islands, so real checkpoints reproduce their
+    // logits in every dtype (in float32 the casts are no-ops).
+    const torch::Tensor x32 = is_float32(x) ? x : x.to(torch::kFloat32);
+    const torch::Tensor normed = x32 * torch::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + options.eps());
+    if (options.unit_offset()) {
+        const torch::Tensor out = normed * (1.0 + weight.to(torch::kFloat32));
+        return is_float32(x) ? out : out.to(x.scalar_type());
+    }
+    return weight * (is_float32(x) ? normed : normed.to(x.scalar_type()));
+}
+
+// ---------------------------------------------------------------- TokenEmbedding
+
+void TokenEmbeddingImpl::reset() {
+    if (vocab_size_ <= 0 || hidden_size_ <= 0) throw ModelError("TokenEmbedding: sizes must be positive");
+    weight = register_parameter("weight", torch::empty({vocab_size_, hidden_size_},
+                                                       torch::TensorOptions().dtype(init_.dtype)));
+    if (init_.random) reset_parameters();
+}
+
+void TokenEmbeddingImpl::reset_parameters() {
+    torch::NoGradGuard no_grad;
+    weight.normal_(0.0, init_std_);
 }
 
 // ---------------------------------------------------------------- rotary embeddings
@@ -76,7 +106,12 @@ torch::Tensor rotate_half(const torch::Tensor& x) {
 }
 
 torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
-    const torch::Tensor c = cos.unsqueeze(2), s = sin.unsqueeze(2);  // broadcast over heads
+    // The float32 tables are cast to x's dtype first, as transformers does.
+    torch::Tensor c = cos.unsqueeze(2), s = sin.unsqueeze(2);  // broadcast over heads
+    if (c.scalar_type() != x.scalar_type()) {
+        c = c.to(x.scalar_type());
+        s = s.to(x.scalar_type());
+    }
     return x * c + rotate_half(x) * s;
 }
 
@@ -136,13 +171,24 @@ torch::Tensor llama_group_mask(const torch::Tensor& mask, int64_t num_key_value_
     return mask.unsqueeze(1).expand({bm, num_key_value_heads, groups, t, s}).reshape({bm * num_key_value_heads, groups * t, s});
 }
 
+namespace {
+
+ProjectionOptions projection_options(const LlamaConfig& config, const ParameterInit& init, int64_t in, int64_t out,
+                                     bool bias) {
+    return ProjectionOptions(in, out).init_std(config.initializer_range).bias(bias).dtype(init.dtype).initialise(
+        init.random);
+}
+
+}  // namespace
+
 void LlamaAttentionImpl::reset() {
     const int64_t h = config.hidden_size, d = config.head_dim();
-    auto opts = [&](int64_t in, int64_t out) { return ProjectionOptions(in, out).init_std(config.initializer_range); };
-    q_proj = register_module("q_proj", Projection(opts(h, config.num_attention_heads * d)));
-    k_proj = register_module("k_proj", Projection(opts(h, config.num_key_value_heads * d)));
-    v_proj = register_module("v_proj", Projection(opts(h, config.num_key_value_heads * d)));
-    o_proj = register_module("o_proj", Projection(opts(config.num_attention_heads * d, h)));
+    const bool qkv_bias = config.q_proj_has_bias();
+    auto opts = [&](int64_t in, int64_t out, bool bias) { return projection_options(config, init, in, out, bias); };
+    q_proj = register_module("q_proj", Projection(opts(h, config.num_attention_heads * d, qkv_bias)));
+    k_proj = register_module("k_proj", Projection(opts(h, config.num_key_value_heads * d, qkv_bias)));
+    v_proj = register_module("v_proj", Projection(opts(h, config.num_key_value_heads * d, qkv_bias)));
+    o_proj = register_module("o_proj", Projection(opts(config.num_attention_heads * d, h, config.attention_bias)));
 }
 
 torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
@@ -172,17 +218,26 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::T
     const torch::Tensor q3 = q.view({b, t, kv_heads, groups, d}).permute({0, 2, 3, 1, 4}).reshape({b * kv_heads, groups * t, d});
     const torch::Tensor k3t = k.reshape({b * kv_heads, s, d}).transpose(1, 2);
     const torch::Tensor v3 = v.reshape({b * kv_heads, s, d});
-    const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+    const double scale_base = config.query_pre_attn_scalar > 0.0 ? config.query_pre_attn_scalar : static_cast<double>(d);
+    const double scale = 1.0 / std::sqrt(scale_base);
+    const double cap = config.attn_logit_softcapping;
+    const torch::Tensor grouped =
+        !mask.defined() ? torch::Tensor() : (mask.dim() == 3 ? mask : llama_group_mask(mask, kv_heads, groups));
 
     torch::Tensor scores;
-    if (mask.defined()) {
-        const torch::Tensor grouped = mask.dim() == 3 ? mask : llama_group_mask(mask, kv_heads, groups);
+    if (is_float32(q3) && cap <= 0.0) {
         // One kernel: mask + scale * q k^T.
-        scores = torch::baddbmm(grouped, q3, k3t, /*beta=*/1.0, /*alpha=*/scale);
+        scores = grouped.defined() ? torch::baddbmm(grouped, q3, k3t, /*beta=*/1.0, /*alpha=*/scale)
+                                   : torch::bmm(q3, k3t).mul_(scale);
     } else {
-        scores = torch::bmm(q3, k3t).mul_(scale);
+        // Scores in the compute dtype as transformers forms them, then soft-capping, mask and
+        // softmax in float32.
+        scores = torch::bmm(q3, k3t).mul_(scale).to(torch::kFloat32);
+        if (cap > 0.0) scores = torch::tanh(scores / cap) * cap;
+        if (grouped.defined()) scores = scores + grouped;
     }
-    const torch::Tensor probs = torch::softmax(scores, -1);
+    torch::Tensor probs = torch::softmax(scores, -1);
+    if (probs.scalar_type() != v3.scalar_type()) probs = probs.to(v3.scalar_type());
     const torch::Tensor out = torch::bmm(probs, v3)  // [B*KV, G*T, D]
                                   .view({b, kv_heads, groups, t, d})
                                   .permute({0, 3, 1, 2, 4})
@@ -194,30 +249,52 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::T
 
 void LlamaMLPImpl::reset() {
     const int64_t h = config.hidden_size, f = config.intermediate_size;
-    auto opts = [&](int64_t in, int64_t out) { return ProjectionOptions(in, out).init_std(config.initializer_range); };
+    auto opts = [&](int64_t in, int64_t out) { return projection_options(config, init, in, out, config.mlp_bias); };
     gate_proj = register_module("gate_proj", Projection(opts(h, f)));
     up_proj = register_module("up_proj", Projection(opts(h, f)));
     down_proj = register_module("down_proj", Projection(opts(f, h)));
 }
 
 torch::Tensor LlamaMLPImpl::forward(const torch::Tensor& x) {
-    return down_proj->forward(torch::silu(gate_proj->forward(x)) * up_proj->forward(x));
+    const torch::Tensor gate = gate_proj->forward(x);
+    torch::Tensor activated;
+    if (config.hidden_act == "silu")
+        activated = torch::silu(gate);
+    else if (config.hidden_act == "gelu_pytorch_tanh")
+        activated = torch::gelu(gate, "tanh");
+    else if (config.hidden_act == "gelu")
+        activated = torch::gelu(gate);
+    else
+        throw ModelError("MLP: activation '" + config.hidden_act + "' is not supported");
+    return down_proj->forward(activated * up_proj->forward(x));
 }
 
 void LlamaDecoderLayerImpl::reset() {
     // Registration order = Hugging Face's parameter order.
-    self_attn = register_module("self_attn", LlamaAttention(config));
-    mlp = register_module("mlp", LlamaMLP(config));
-    const auto norm_opts = RMSNormOptions(config.hidden_size).eps(config.rms_norm_eps);
+    self_attn = register_module("self_attn", LlamaAttention(config, init));
+    mlp = register_module("mlp", LlamaMLP(config, init));
+    const auto norm_opts = RMSNormOptions(config.hidden_size)
+                               .eps(config.rms_norm_eps)
+                               .unit_offset(config.norm_unit_offset)
+                               .dtype(init.dtype);
     input_layernorm = register_module("input_layernorm", RMSNorm(norm_opts));
     post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(norm_opts));
+    if (config.sandwich_norms) {
+        pre_feedforward_layernorm = register_module("pre_feedforward_layernorm", RMSNorm(norm_opts));
+        post_feedforward_layernorm = register_module("post_feedforward_layernorm", RMSNorm(norm_opts));
+    }
 }
 
 torch::Tensor LlamaDecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
                                              const torch::Tensor& sin, const torch::Tensor& mask,
                                              torch::Tensor* cache_k, torch::Tensor* cache_v) {
-    const torch::Tensor h = x + self_attn->forward(input_layernorm->forward(x), cos, sin, mask, cache_k, cache_v);
-    return h + mlp->forward(post_attention_layernorm->forward(h));
+    const torch::Tensor attn = self_attn->forward(input_layernorm->forward(x), cos, sin, mask, cache_k, cache_v);
+    if (!config.sandwich_norms) {
+        const torch::Tensor h = x + attn;
+        return h + mlp->forward(post_attention_layernorm->forward(h));
+    }
+    const torch::Tensor h = x + post_attention_layernorm->forward(attn);
+    return h + post_feedforward_layernorm->forward(mlp->forward(pre_feedforward_layernorm->forward(h)));
 }
 
 // ---------------------------------------------------------------- KV cache
@@ -253,27 +330,30 @@ KvCache KvCache::repeat_interleave(int64_t n) const {
 void LlamaModelImpl::reset() {
     config.validate();
     embed_tokens = register_module(
-        "embed_tokens", torch::nn::Embedding(torch::nn::EmbeddingOptions(config.vocab_size, config.hidden_size)));
+        "embed_tokens", TokenEmbedding(config.vocab_size, config.hidden_size, config.initializer_range, init));
     layers = register_module("layers", torch::nn::ModuleList());
-    for (int64_t i = 0; i < config.num_hidden_layers; ++i) layers->push_back(LlamaDecoderLayer(config));
-    norm = register_module("norm", RMSNorm(RMSNormOptions(config.hidden_size).eps(config.rms_norm_eps)));
+    for (int64_t i = 0; i < config.num_hidden_layers; ++i) layers->push_back(LlamaDecoderLayer(config, init));
+    norm = register_module("norm", RMSNorm(RMSNormOptions(config.hidden_size)
+                                               .eps(config.rms_norm_eps)
+                                               .unit_offset(config.norm_unit_offset)
+                                               .dtype(init.dtype)));
     rotary_emb = register_module("rotary_emb", RotaryEmbedding(config));
-    torch::NoGradGuard no_grad;
-    embed_tokens->weight.normal_(0.0, config.initializer_range);
 }
 
 void LlamaModelImpl::reset_parameters() {
     torch::NoGradGuard no_grad;
-    embed_tokens->weight.normal_(0.0, config.initializer_range);
+    embed_tokens->reset_parameters();
+    const double norm_init = config.norm_unit_offset ? 0.0 : 1.0;  // the identity norm either way
     for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
         const LlamaDecoderLayer l = layer(i);
         for (Projection p : {l->self_attn->q_proj, l->self_attn->k_proj, l->self_attn->v_proj, l->self_attn->o_proj,
                              l->mlp->gate_proj, l->mlp->up_proj, l->mlp->down_proj})
             p->reset_parameters();
-        l->input_layernorm->weight.fill_(1.0);
-        l->post_attention_layernorm->weight.fill_(1.0);
+        for (RMSNorm n : {l->input_layernorm, l->post_attention_layernorm, l->pre_feedforward_layernorm,
+                          l->post_feedforward_layernorm})
+            if (n) n->weight.fill_(norm_init);
     }
-    norm->weight.fill_(1.0);
+    norm->weight.fill_(norm_init);
 }
 
 LlamaDecoderLayer LlamaModelImpl::layer(int64_t i) const {
@@ -350,20 +430,28 @@ torch::Tensor LlamaModelImpl::forward(const torch::Tensor& input_ids, const torc
         throw ModelError("llama forward: position " + std::to_string(pos_min < 0 ? pos_min : pos_max) +
                          " outside [0, max_position_embeddings=" + std::to_string(config.max_position_embeddings) + ")");
 
-    // Additive mask: causal by index in the (cached + current) sequence, plus key padding.
-    torch::Tensor mask;
-    if (t > 1 || key_mask.defined()) {
-        const int64_t s = past + t;
-        torch::Tensor allowed = torch::arange(s, lopts).unsqueeze(0).le(torch::arange(past, s, lopts).unsqueeze(1));
+    // Additive masks: causal by index in the (cached + current) sequence, plus key padding; the
+    // sliding-window layers' mask also hides keys `sliding_window` or more indices back (as
+    // transformers does for Mistral and Gemma 2). Built only when some key is hidden.
+    const int64_t s = past + t;
+    const bool window_hides = config.sliding_window > 0 && s > config.sliding_window;
+    torch::Tensor full_mask, window_mask;
+    auto additive_mask = [&](bool windowed) {
+        const torch::Tensor key_index = torch::arange(s, lopts).unsqueeze(0);
+        const torch::Tensor query_index = torch::arange(past, s, lopts).unsqueeze(1);
+        torch::Tensor allowed = key_index.le(query_index);
+        if (windowed) allowed = allowed.logical_and(key_index.gt(query_index - config.sliding_window));
         allowed = key_mask.defined() ? allowed.unsqueeze(0).logical_and(key_mask.to(torch::kBool).unsqueeze(1))
                                      : allowed.unsqueeze(0);  // [B or 1, T, S]
         const torch::Tensor additive =
             torch::zeros(allowed.sizes(), torch::TensorOptions().dtype(torch::kFloat32).device(dev))
                 .masked_fill_(allowed.logical_not(), kMaskValue)
                 .unsqueeze(1);  // [B or 1, 1, T, S]
-        mask = llama_group_mask(additive, config.num_key_value_heads,
+        return llama_group_mask(additive, config.num_key_value_heads,
                                 config.num_attention_heads / config.num_key_value_heads);
-    }
+    };
+    if (t > 1 || key_mask.defined()) full_mask = additive_mask(false);
+    if (window_hides) window_mask = additive_mask(true);
 
     const auto [cos_t, sin_t] = rotary_emb->forward(pos, pos_max);
     if (use_cache && cache->empty()) {
@@ -371,8 +459,16 @@ torch::Tensor LlamaModelImpl::forward(const torch::Tensor& input_ids, const torc
         cache->values.assign(static_cast<size_t>(config.num_hidden_layers), torch::Tensor());
     }
     torch::Tensor h = embed_tokens->forward(input_ids);
+    if (config.scale_embeddings) {
+        // Gemma multiplies by sqrt(hidden) rounded to the compute dtype (45.25 in bfloat16 for 2048).
+        const torch::Tensor normalizer =
+            torch::tensor(std::sqrt(static_cast<double>(config.hidden_size)), torch::TensorOptions().dtype(h.scalar_type()))
+                .to(h.device());
+        h = h * normalizer;
+    }
     for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
         const auto li = static_cast<size_t>(i);
+        const torch::Tensor& mask = window_hides && config.layer_slides(i) ? window_mask : full_mask;
         h = layer(i)->forward(h, cos_t, sin_t, mask, use_cache ? &cache->keys[li] : nullptr,
                               use_cache ? &cache->values[li] : nullptr);
     }
@@ -388,34 +484,38 @@ const std::vector<std::string>& llama_projection_names() {
     return names;
 }
 
-LlamaForCausalLMImpl::LlamaForCausalLMImpl(const LlamaConfig& config) : config_(config) { reset(); }
+LlamaForCausalLMImpl::LlamaForCausalLMImpl(const LlamaConfig& config, ParameterInit init)
+    : config_(config), init_(init) {
+    reset();
+}
 
 void LlamaForCausalLMImpl::reset() {
     config_.validate();
-    model = register_module("model", LlamaModel(config_));
+    model = register_module("model", LlamaModel(config_, init_));
     if (config_.tie_word_embeddings) {
         lm_head = nullptr;
     } else {
-        lm_head = register_module(
-            "lm_head", torch::nn::Linear(torch::nn::LinearOptions(config_.hidden_size, config_.vocab_size).bias(false)));
-        torch::NoGradGuard no_grad;
-        lm_head->weight.normal_(0.0, config_.initializer_range);
+        lm_head = register_module("lm_head", Projection(projection_options(config_, init_, config_.hidden_size,
+                                                                            config_.vocab_size, false)));
     }
 }
 
 void LlamaForCausalLMImpl::reset_parameters() {
     model->reset_parameters();
-    if (lm_head) {
-        torch::NoGradGuard no_grad;
-        lm_head->weight.normal_(0.0, config_.initializer_range);
-    }
+    if (lm_head) lm_head->reset_parameters();
 }
 
 torch::Tensor LlamaForCausalLMImpl::output_weight() const {
     return lm_head ? lm_head->weight : model->embed_tokens->weight;
 }
 
-torch::Tensor LlamaForCausalLMImpl::logits(const torch::Tensor& hidden) { return torch::linear(hidden, output_weight()); }
+torch::Tensor LlamaForCausalLMImpl::logits(const torch::Tensor& hidden) {
+    torch::Tensor out = torch::linear(hidden, output_weight());
+    if (!is_float32(out)) out = out.to(torch::kFloat32);
+    const double cap = config_.final_logit_softcapping;
+    if (cap > 0.0) out = torch::tanh(out / cap) * cap;
+    return out;
+}
 
 torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                                             const torch::Tensor& position_ids) {

@@ -64,9 +64,124 @@ int64_t get_token_id(const json& j, const std::string& key) {
 
 json token_id_json(int64_t id) { return id < 0 ? json(nullptr) : json(id); }
 
+// ---------------------------------------------------------------- the family table
+// One row per Hugging Face model_type: the architecture name transformers expects, the defaults
+// its config class applies to missing keys, and the fixed traits of the family. Which optional
+// keys a family reads is decided in read_family_keys below, keyed by the same rows.
+struct Family {
+    const char* model_type;
+    const char* architecture;
+    int64_t default_max_positions;
+    bool default_tied;
+    const char* activation_key;       // "hidden_act" or "hidden_activation"
+    const char* default_activation;
+    bool qkv_bias;                    // Qwen2: q, k, v always carry biases
+    bool norm_unit_offset;            // Gemma, Gemma 2
+    bool scale_embeddings;            // Gemma, Gemma 2
+    bool sandwich_norms;              // Gemma 2
+    bool reads_head_dim, reads_attention_bias, reads_mlp_bias;
+};
+
+constexpr Family kFamilies[] = {
+    // model_type architecture          max_pos  tied   act key              default act        qkvb  1+w    emb    sand   hd     attb   mlpb
+    {"llama",   "LlamaForCausalLM",   2048,    false, "hidden_act",        "silu",              false, false, false, false, true,  true,  true},
+    {"qwen2",   "Qwen2ForCausalLM",   32768,   false, "hidden_act",        "silu",              true,  false, false, false, false, false, false},
+    {"mistral", "MistralForCausalLM", 131072,  false, "hidden_act",        "silu",              false, false, false, false, true,  false, false},
+    {"gemma",   "GemmaForCausalLM",   8192,    true,  "hidden_activation", "gelu_pytorch_tanh", false, true,  true,  false, true,  true,  false},
+    {"gemma2",  "Gemma2ForCausalLM",  8192,    true,  "hidden_activation", "gelu_pytorch_tanh", false, true,  true,  true,  true,  true,  false},
+};
+
+const Family* find_family(const std::string& model_type) {
+    for (const auto& f : kFamilies)
+        if (model_type == f.model_type) return &f;
+    return nullptr;
+}
+
+std::string family_list() {
+    std::string out;
+    for (const auto& f : kFamilies) out += (out.empty() ? "" : ", ") + std::string(f.model_type);
+    return out;
+}
+
+const Family& family_of(const std::string& model_type) {
+    const Family* f = find_family(model_type);
+    if (f == nullptr) bad("model_type", "'" + model_type + "' is not supported (supported: " + family_list() + ")");
+    return *f;
+}
+
+bool is_supported_activation(const std::string& act) {
+    return act == "silu" || act == "gelu_pytorch_tanh" || act == "gelu";
+}
+
+// A float key that Hugging Face writes as null when the feature is off; 0 here means off.
+double get_optional_positive(const json& j, const std::string& key, double fallback) {
+    if (!j.contains(key)) return fallback;
+    if (j.at(key).is_null()) return 0.0;
+    const auto v = get_field<double>(j, key);
+    if (!(v > 0.0)) bad(key, "must be positive or null (got " + std::to_string(v) + ")");
+    return v;
+}
+
+void read_rope_scaling(const json& j, RopeScaling& out) {
+    if (!j.contains("rope_scaling") || j.at("rope_scaling").is_null()) return;
+    const json& rs = j.at("rope_scaling");
+    if (!rs.is_object()) bad("rope_scaling", "must be an object or null");
+    std::string type = get_or<std::string>(rs, "rope_type", "");
+    if (type.empty()) type = get_or<std::string>(rs, "type", "");
+    if (type == "default" || type.empty()) return;
+    out.rope_type = type;
+    out.factor = get_or<double>(rs, "factor", 1.0);
+    out.low_freq_factor = get_or<double>(rs, "low_freq_factor", 1.0);
+    out.high_freq_factor = get_or<double>(rs, "high_freq_factor", 4.0);
+    out.original_max_position_embeddings = get_or<int64_t>(rs, "original_max_position_embeddings", 0);
+}
+
+// The keys whose meaning depends on the family: biases, activation, head_dim, sliding windows,
+// Gemma 2's scalars. Everything a family does not read keeps the family's fixed trait.
+void read_family_keys(const json& j, const Family& f, LlamaConfig& c) {
+    c.qkv_bias = f.qkv_bias;
+    c.norm_unit_offset = f.norm_unit_offset;
+    c.scale_embeddings = f.scale_embeddings;
+    c.sandwich_norms = f.sandwich_norms;
+    if (f.reads_attention_bias) c.attention_bias = get_or<bool>(j, "attention_bias", false);
+    if (f.reads_mlp_bias) c.mlp_bias = get_or<bool>(j, "mlp_bias", false);
+    if (f.reads_head_dim && j.contains("head_dim") && !j.at("head_dim").is_null()) {
+        c.head_dim_size = get_field<int64_t>(j, "head_dim");
+        require_positive("head_dim", c.head_dim_size);
+    }
+    // Gemma 1 ignores the legacy hidden_act and uses hidden_activation (null = gelu_pytorch_tanh).
+    c.hidden_act = get_or<std::string>(j, f.activation_key, f.default_activation);
+    if (!is_supported_activation(c.hidden_act))
+        bad(f.activation_key, "'" + c.hidden_act + "' is not supported (silu, gelu_pytorch_tanh, gelu)");
+
+    const std::string type = f.model_type;
+    if (type == "qwen2" && get_or<bool>(j, "use_sliding_window", false))
+        bad("use_sliding_window", "true is not supported for qwen2 (transformers applies it to all layers in "
+                                  "eager attention but only above max_window_layers with flash attention)");
+    if (type == "mistral") {
+        c.sliding_window = j.contains("sliding_window") ? static_cast<int64_t>(get_optional_positive(j, "sliding_window", 0))
+                                                        : 4096;
+    }
+    if (type == "gemma2") {
+        c.sliding_window = static_cast<int64_t>(get_optional_positive(j, "sliding_window", 4096));
+        c.sliding_window_alternating = true;
+        c.query_pre_attn_scalar = get_or<double>(j, "query_pre_attn_scalar", 224.0);
+        if (!(c.query_pre_attn_scalar > 0.0)) bad("query_pre_attn_scalar", "must be positive");
+        c.attn_logit_softcapping = get_optional_positive(j, "attn_logit_softcapping", 50.0);
+        c.final_logit_softcapping = get_optional_positive(j, "final_logit_softcapping", 30.0);
+    }
+}
+
 }  // namespace
 
+std::vector<std::string> model_family_names() {
+    std::vector<std::string> names;
+    for (const auto& f : kFamilies) names.emplace_back(f.model_type);
+    return names;
+}
+
 void LlamaConfig::validate() const {
+    const Family& family = family_of(model_type);
     require_positive("vocab_size", vocab_size);
     require_positive("hidden_size", hidden_size);
     require_positive("intermediate_size", intermediate_size);
@@ -74,7 +189,8 @@ void LlamaConfig::validate() const {
     require_positive("num_attention_heads", num_attention_heads);
     require_positive("num_key_value_heads", num_key_value_heads);
     require_positive("max_position_embeddings", max_position_embeddings);
-    if (hidden_size % num_attention_heads != 0)
+    if (head_dim_size < 0) bad("head_dim", "must be positive");
+    if (head_dim_size == 0 && hidden_size % num_attention_heads != 0)
         bad("hidden_size", "(" + std::to_string(hidden_size) + ") must be divisible by num_attention_heads (" +
                                std::to_string(num_attention_heads) + ")");
     if (num_attention_heads % num_key_value_heads != 0)
@@ -82,11 +198,20 @@ void LlamaConfig::validate() const {
                                        ") must be divisible by num_key_value_heads (" +
                                        std::to_string(num_key_value_heads) + ")");
     if (head_dim() % 2 != 0)
-        bad("hidden_size", "/ num_attention_heads = head_dim " + std::to_string(head_dim()) +
-                               " must be even (rotary embeddings rotate pairs)");
+        bad(head_dim_size > 0 ? "head_dim" : "hidden_size",
+            (head_dim_size > 0 ? "" : "/ num_attention_heads = head_dim ") + std::to_string(head_dim()) +
+                " must be even (rotary embeddings rotate pairs)");
     if (!(rope_theta > 0.0)) bad("rope_theta", "must be positive");
     if (!(rms_norm_eps > 0.0)) bad("rms_norm_eps", "must be positive");
     if (!(initializer_range >= 0.0)) bad("initializer_range", "must be non-negative");
+    if (!is_supported_activation(hidden_act))
+        bad(family.activation_key, "'" + hidden_act + "' is not supported (silu, gelu_pytorch_tanh, gelu)");
+    if (sliding_window < 0) bad("sliding_window", "must be positive or null");
+    if (!(query_pre_attn_scalar >= 0.0)) bad("query_pre_attn_scalar", "must be positive");
+    if (!(attn_logit_softcapping >= 0.0)) bad("attn_logit_softcapping", "must be positive or null");
+    if (!(final_logit_softcapping >= 0.0)) bad("final_logit_softcapping", "must be positive or null");
+    if (torch_dtype != "float32" && torch_dtype != "bfloat16" && torch_dtype != "float16")
+        bad("torch_dtype", "'" + torch_dtype + "' is not supported (float32, bfloat16, float16)");
     const std::pair<const char*, int64_t> token_ids[] = {
         {"bos_token_id", bos_token_id}, {"eos_token_id", eos_token_id}, {"pad_token_id", pad_token_id}};
     for (const auto& [name, id] : token_ids) {
@@ -109,21 +234,23 @@ void LlamaConfig::validate() const {
 }
 
 json LlamaConfig::to_json() const {
+    const Family& f = family_of(model_type);
+    const std::string type = model_type;
     json j;
-    j["architectures"] = json::array({"LlamaForCausalLM"});
-    j["model_type"] = "llama";
-    j["torch_dtype"] = "float32";
-    j["hidden_act"] = "silu";
-    j["attention_bias"] = false;
+    j["architectures"] = json::array({f.architecture});
+    j["model_type"] = model_type;
+    j["torch_dtype"] = torch_dtype;
+    j[f.activation_key] = hidden_act;
+    if (f.reads_attention_bias) j["attention_bias"] = attention_bias;
+    if (f.reads_mlp_bias) j["mlp_bias"] = mlp_bias;
     j["attention_dropout"] = 0.0;
-    j["mlp_bias"] = false;
     j["vocab_size"] = vocab_size;
     j["hidden_size"] = hidden_size;
     j["intermediate_size"] = intermediate_size;
     j["num_hidden_layers"] = num_hidden_layers;
     j["num_attention_heads"] = num_attention_heads;
     j["num_key_value_heads"] = num_key_value_heads;
-    j["head_dim"] = head_dim();
+    if (f.reads_head_dim) j["head_dim"] = head_dim();
     j["max_position_embeddings"] = max_position_embeddings;
     j["rope_theta"] = rope_theta;
     j["rms_norm_eps"] = rms_norm_eps;
@@ -132,6 +259,15 @@ json LlamaConfig::to_json() const {
     j["bos_token_id"] = token_id_json(bos_token_id);
     j["eos_token_id"] = token_id_json(eos_token_id);
     j["pad_token_id"] = token_id_json(pad_token_id);
+    auto optional = [](double v) { return v > 0.0 ? json(v) : json(nullptr); };
+    if (type == "qwen2") j["use_sliding_window"] = false;
+    if (type == "mistral" || type == "gemma2")
+        j["sliding_window"] = sliding_window > 0 ? json(sliding_window) : json(nullptr);
+    if (type == "gemma2") {
+        j["query_pre_attn_scalar"] = query_pre_attn_scalar;
+        j["attn_logit_softcapping"] = optional(attn_logit_softcapping);
+        j["final_logit_softcapping"] = optional(final_logit_softcapping);
+    }
     if (rope_scaling.rope_type.empty()) {
         j["rope_scaling"] = nullptr;
     } else {
@@ -151,52 +287,30 @@ json LlamaConfig::to_json() const {
 
 LlamaConfig LlamaConfig::from_json(const json& j) {
     if (!j.is_object()) throw ConfigError("llama config: expected a JSON object");
-    const std::string model_type = get_or<std::string>(j, "model_type", "llama");
-    if (model_type != "llama")
-        bad("model_type", "'" + model_type + "' is not supported (only 'llama')");
-    const std::string act = get_or<std::string>(j, "hidden_act", "silu");
-    if (act != "silu") bad("hidden_act", "'" + act + "' is not supported (only 'silu')");
-    if (get_or<bool>(j, "attention_bias", false)) bad("attention_bias", "true is not supported");
-    if (get_or<bool>(j, "mlp_bias", false)) bad("mlp_bias", "true is not supported");
-
-    // Missing optional fields take Hugging Face LlamaConfig's defaults, as transformers would.
     LlamaConfig c;
+    c.model_type = get_or<std::string>(j, "model_type", "llama");
+    const Family& family = family_of(c.model_type);
+
+    // Missing optional fields take the family's transformers defaults, as transformers would.
     c.vocab_size = get_field<int64_t>(j, "vocab_size");
     c.hidden_size = get_field<int64_t>(j, "hidden_size");
     c.intermediate_size = get_field<int64_t>(j, "intermediate_size");
     c.num_hidden_layers = get_field<int64_t>(j, "num_hidden_layers");
     c.num_attention_heads = get_field<int64_t>(j, "num_attention_heads");
     c.num_key_value_heads = get_or<int64_t>(j, "num_key_value_heads", c.num_attention_heads);
-    c.max_position_embeddings = get_or<int64_t>(j, "max_position_embeddings", 2048);
+    c.max_position_embeddings = get_or<int64_t>(j, "max_position_embeddings", family.default_max_positions);
     c.rope_theta = get_or<double>(j, "rope_theta", 10000.0);
     c.rms_norm_eps = get_or<double>(j, "rms_norm_eps", 1e-6);
     c.initializer_range = get_or<double>(j, "initializer_range", 0.02);
-    c.tie_word_embeddings = get_or<bool>(j, "tie_word_embeddings", false);
+    c.tie_word_embeddings = get_or<bool>(j, "tie_word_embeddings", family.default_tied);
+    c.torch_dtype = get_or<std::string>(j, "torch_dtype", "float32");
     c.bos_token_id = get_token_id(j, "bos_token_id");
     c.eos_token_id = get_token_id(j, "eos_token_id");
     c.pad_token_id = get_token_id(j, "pad_token_id");
-    if (j.contains("rope_scaling") && !j.at("rope_scaling").is_null()) {
-        const json& rs = j.at("rope_scaling");
-        if (!rs.is_object()) bad("rope_scaling", "must be an object or null");
-        std::string type = get_or<std::string>(rs, "rope_type", "");
-        if (type.empty()) type = get_or<std::string>(rs, "type", "");
-        if (type != "default" && !type.empty()) {
-            c.rope_scaling.rope_type = type;
-            c.rope_scaling.factor = get_or<double>(rs, "factor", 1.0);
-            c.rope_scaling.low_freq_factor = get_or<double>(rs, "low_freq_factor", 1.0);
-            c.rope_scaling.high_freq_factor = get_or<double>(rs, "high_freq_factor", 4.0);
-            c.rope_scaling.original_max_position_embeddings =
-                get_or<int64_t>(rs, "original_max_position_embeddings", 0);
-        }
-    }
+    read_rope_scaling(j, c.rope_scaling);
+    read_family_keys(j, family, c);
     // Only validated after the sizes are known, so the error names the real inconsistency.
     c.validate();
-    if (j.contains("head_dim") && !j.at("head_dim").is_null()) {
-        const auto hd = get_field<int64_t>(j, "head_dim");
-        if (hd != c.head_dim())
-            bad("head_dim", "(" + std::to_string(hd) + ") differs from hidden_size / num_attention_heads (" +
-                                std::to_string(c.head_dim()) + "); not supported");
-    }
     return c;
 }
 

@@ -28,12 +28,14 @@ bool is_float_dtype(torch::Dtype d) {
 struct WeightFiles {
     std::vector<std::string> paths;
     std::string described;  // the single file, or the index file
+    bool indexed = false;
+    std::map<std::string, std::string> index_file_of;  // tensor -> shard path, from weight_map
 };
 
 WeightFiles find_weight_files(const std::string& dir) {
     const std::string single = dir + "/model.safetensors";
     const std::string index = dir + "/model.safetensors.index.json";
-    if (model_file::exists(single)) return {{single}, single};
+    if (model_file::exists(single)) return {{single}, single, false, {}};
     if (!model_file::exists(index))
         throw ModelError(dir + ": neither model.safetensors nor model.safetensors.index.json found");
     nlohmann::json j;
@@ -45,6 +47,7 @@ WeightFiles find_weight_files(const std::string& dir) {
     if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
         throw ModelError(index + ": no \"weight_map\" object");
     std::set<std::string> shards;
+    WeightFiles out{{}, index, true, {}};
     for (const auto& [tensor, file] : j["weight_map"].items()) {
         if (!file.is_string()) throw ModelError(index + ": weight_map entry '" + tensor + "' is not a file name");
         const std::string f = file.get<std::string>();
@@ -52,14 +55,33 @@ WeightFiles find_weight_files(const std::string& dir) {
             throw ModelError(index + ": weight_map entry '" + tensor + "' names '" + f +
                              "', which is not a plain file name in the model directory");
         shards.insert(f);
+        out.index_file_of[tensor] = dir + "/" + f;
     }
     if (shards.empty()) throw ModelError(index + ": weight_map is empty");
-    WeightFiles out{{}, index};
-    for (const auto& f : shards) out.paths.push_back(dir + "/" + f);
+    for (const auto& f : shards) {
+        const std::string path = dir + "/" + f;
+        if (!model_file::exists(path))
+            throw ModelError(index + ": weight_map names shard '" + f + "', which does not exist in " + dir);
+        out.paths.push_back(path);
+    }
     return out;
 }
 
 }  // namespace
+
+torch::Dtype model_dtype_from_name(const std::string& name, const std::string& what) {
+    if (name == "float32") return torch::kFloat32;
+    if (name == "bfloat16") return torch::kBFloat16;
+    if (name == "float16") return torch::kFloat16;
+    throw ConfigError(what + ": '" + name + "' is not a model dtype (float32, bfloat16, float16)");
+}
+
+std::string model_dtype_name(torch::Dtype dtype) {
+    if (dtype == torch::kFloat32) return "float32";
+    if (dtype == torch::kBFloat16) return "bfloat16";
+    if (dtype == torch::kFloat16) return "float16";
+    throw ModelError(std::string("no model dtype name for ") + c10::toString(dtype));
+}
 
 void save_pretrained(const LlamaForCausalLM& model, const std::string& dir) {
     std::error_code ec;
@@ -67,13 +89,15 @@ void save_pretrained(const LlamaForCausalLM& model, const std::string& dir) {
     if (ec) throw IoError(dir + ": cannot create directory: " + ec.message());
     std::map<std::string, torch::Tensor> tensors;
     for (const auto& p : model->named_parameters(/*recurse=*/true))
-        tensors.emplace(p.key(), p.value().detach().to(torch::kCPU, torch::kFloat32));
+        tensors.emplace(p.key(), p.value().detach().to(torch::kCPU));
     // transformers refuses safetensors files without format metadata.
     safetensors_save(dir + "/model.safetensors", tensors, {{"format", "pt"}});
-    llama_config_save(model->config(), dir + "/config.json");
+    LlamaConfig config = model->config();
+    config.torch_dtype = model_dtype_name(model->dtype());
+    llama_config_save(config, dir + "/config.json");
 }
 
-LlamaForCausalLM load_pretrained(const std::string& dir) {
+LlamaForCausalLM load_pretrained(const std::string& dir, torch::Dtype dtype) {
     const std::string config_path = dir + "/config.json";
     if (!model_file::exists(config_path))
         throw ModelError(dir + ": no config.json (expected a Hugging Face model directory)");
@@ -87,11 +111,19 @@ LlamaForCausalLM load_pretrained(const std::string& dir) {
         for (auto& [name, e] : safetensors_read_header(path)) {
             auto [it, fresh] = file_of.emplace(name, path);
             if (!fresh) throw ModelError(path + ": tensor '" + name + "' also appears in " + it->second);
+            if (files.indexed && files.index_file_of.count(name) && files.index_file_of.at(name) != path)
+                throw ModelError(files.described + ": weight_map puts tensor '" + name + "' in " +
+                                 files.index_file_of.at(name) + " but it is in " + path);
             entries.emplace(name, std::move(e));
         }
     }
+    for (const auto& [name, shard] : files.index_file_of)
+        if (!file_of.count(name))
+            throw ModelError(files.described + ": weight_map puts tensor '" + name + "' in " + shard +
+                             ", which does not hold it");
 
-    LlamaForCausalLM model(config);
+    // Parameters are allocated, not drawn: every one is overwritten from the checkpoint below.
+    LlamaForCausalLM model(config, ParameterInit{dtype, /*random=*/false});
     auto params = model->named_parameters(/*recurse=*/true);
     for (const auto& p : params) {
         const auto it = entries.find(p.key());
@@ -112,17 +144,16 @@ LlamaForCausalLM load_pretrained(const std::string& dir) {
         if (name == "lm_head.weight" && config.tie_word_embeddings) continue;
         // Older transformers versions saved the rotary inverse frequencies; we recompute them.
         if (ends_with(name, ".rotary_emb.inv_freq")) continue;
-        throw ModelError(file_of[name] + ": unexpected tensor '" + name + "', not a parameter of the model " +
-                         config_path + " describes (tie_word_embeddings=" +
+        throw ModelError(file_of[name] + ": unexpected tensor '" + name + "', not a parameter of the " +
+                         config.model_type + " model " + config_path + " describes (tie_word_embeddings=" +
                          (config.tie_word_embeddings ? "true" : "false") + ")");
     }
 
-    torch::NoGradGuard no_grad;
     for (const auto& path : files.paths) {
-        for (const auto& [name, t] : safetensors_load(path)) {
+        safetensors_read_into(path, [&](const std::string& name, const SafetensorsEntry&) {
             torch::Tensor* p = params.find(name);
-            if (p != nullptr) p->copy_(t);  // copy_ converts F16/BF16/F64 to float32
-        }
+            return p != nullptr ? *p : torch::Tensor();
+        });
     }
     return model;
 }

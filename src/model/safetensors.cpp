@@ -13,6 +13,7 @@
 #include <torch/torch.h>
 
 #include "h2tune/core/error.h"
+#include "h2tune/core/shape_text.h"
 #include "model_file.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -244,6 +245,28 @@ std::map<std::string, SafetensorsEntry> safetensors_read_header(const std::strin
     return std::move(p.entries);
 }
 
+namespace {
+
+// Any byte but 0/1 in a bool tensor is undefined behaviour in LibTorch kernels.
+void check_bool_bytes(const std::string& path, const std::string& name, const torch::Tensor& t) {
+    const auto* bytes = static_cast<const uint8_t*>(t.data_ptr());
+    const auto n = static_cast<uint64_t>(t.numel());
+    for (uint64_t i = 0; i < n; ++i)
+        if (bytes[i] > 1)
+            throw ModelError(path + ": tensor '" + name + "': BOOL byte " + std::to_string(bytes[i]) + " at element " +
+                             std::to_string(i) + " is neither 0 nor 1");
+}
+
+// Reads entry `e` into a contiguous CPU tensor `t` of the entry's dtype and shape.
+void read_entry(const File& file, const Parsed& p, const std::string& path, const std::string& name,
+                const SafetensorsEntry& e, torch::Tensor& t) {
+    const auto nbytes = static_cast<uint64_t>(e.end - e.begin);
+    if (nbytes > 0) file.read_at(p.data_start + static_cast<uint64_t>(e.begin), t.data_ptr(), nbytes);
+    if (e.torch_dtype == torch::kBool) check_bool_bytes(path, name, t);
+}
+
+}  // namespace
+
 std::map<std::string, torch::Tensor> safetensors_load(const std::string& path,
                                                       std::map<std::string, std::string>* metadata) {
     File file(path);
@@ -252,20 +275,31 @@ std::map<std::string, torch::Tensor> safetensors_load(const std::string& path,
     for (const auto& [name, e] : p.entries) {
         // Read straight into the tensor's storage: one copy, no whole-file buffer.
         torch::Tensor t = torch::empty(e.shape, torch::TensorOptions().dtype(e.torch_dtype));
-        const auto nbytes = static_cast<uint64_t>(e.end - e.begin);
-        if (nbytes > 0) file.read_at(p.data_start + static_cast<uint64_t>(e.begin), t.data_ptr(), nbytes);
-        if (e.torch_dtype == torch::kBool) {
-            // Any byte but 0/1 in a bool tensor is undefined behaviour in LibTorch kernels.
-            const auto* bytes = static_cast<const uint8_t*>(t.data_ptr());
-            for (uint64_t i = 0; i < nbytes; ++i)
-                if (bytes[i] > 1)
-                    throw ModelError(path + ": tensor '" + name + "': BOOL byte " + std::to_string(bytes[i]) +
-                                     " at element " + std::to_string(i) + " is neither 0 nor 1");
-        }
+        read_entry(file, p, path, name, e, t);
         out.emplace(name, std::move(t));
     }
     if (metadata) *metadata = std::move(p.metadata);
     return out;
+}
+
+void safetensors_read_into(const std::string& path, const SafetensorsDestination& destination) {
+    File file(path);
+    const Parsed p = parse_header(file, path);
+    for (const auto& [name, e] : p.entries) {
+        torch::Tensor dest = destination(name, e);
+        if (!dest.defined()) continue;
+        if (dest.sizes().vec() != e.shape)
+            throw ModelError(path + ": tensor '" + name + "' has shape " + shape_string(e.shape) +
+                             " but its destination is " + shape_string(dest.sizes()));
+        torch::NoGradGuard no_grad;
+        if (dest.device().is_cpu() && dest.is_contiguous() && dest.scalar_type() == e.torch_dtype) {
+            read_entry(file, p, path, name, e, dest);
+        } else {
+            torch::Tensor staged = torch::empty(e.shape, torch::TensorOptions().dtype(e.torch_dtype));
+            read_entry(file, p, path, name, e, staged);
+            dest.copy_(staged);
+        }
+    }
 }
 
 void safetensors_save(const std::string& path, const std::map<std::string, torch::Tensor>& tensors,

@@ -139,14 +139,62 @@ TEST(LlamaConfig, ValidationNamesTheField) {
     expect_invalid([](LlamaConfig& c) { c.eos_token_id = 97; }, "eos_token_id");
 
     nlohmann::json j = small_config().to_json();
-    j["attention_bias"] = true;
-    EXPECT_THROW(LlamaConfig::from_json(j), ConfigError);
-    j = small_config().to_json();
-    j["hidden_act"] = "gelu";
-    EXPECT_THROW(LlamaConfig::from_json(j), ConfigError);
-    j = small_config().to_json();
     j["hidden_size"] = "wide";
     expect_error_with([&] { LlamaConfig::from_json(j); }, {"hidden_size"});
+}
+
+// What the decoder does not compute is refused by name, never run as a different model.
+TEST(LlamaConfig, UnsupportedValuesNameTheKeyAndValue) {
+    auto refused = [](const std::function<void(nlohmann::json&)>& edit, std::initializer_list<std::string> parts) {
+        nlohmann::json j = small_config().to_json();
+        edit(j);
+        expect_error_with([&] { LlamaConfig::from_json(j); }, parts);
+    };
+    refused([](nlohmann::json& j) { j["model_type"] = "gpt2"; }, {"model_type", "'gpt2'", "llama, qwen2"});
+    refused([](nlohmann::json& j) { j["hidden_act"] = "relu"; }, {"hidden_act", "'relu'"});
+    refused([](nlohmann::json& j) { j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}}; },
+            {"rope_scaling.rope_type", "'yarn'"});
+    refused([](nlohmann::json& j) { j["model_type"] = "qwen2"; j["use_sliding_window"] = true; },
+            {"use_sliding_window"});
+    refused([](nlohmann::json& j) { j["model_type"] = "gemma"; j["hidden_activation"] = "relu"; },
+            {"hidden_activation", "'relu'"});
+    refused([](nlohmann::json& j) { j["model_type"] = "gemma2"; j["attn_logit_softcapping"] = -1.0; },
+            {"attn_logit_softcapping"});
+    refused([](nlohmann::json& j) { j["head_dim"] = 15; }, {"head_dim", "even"});
+}
+
+// Each family's config.json sets its traits (and transformers' defaults for what is missing).
+TEST(LlamaConfig, FamilyTraitsComeFromModelType) {
+    auto read = [](nlohmann::json j) {
+        j["vocab_size"] = 1000;
+        j["hidden_size"] = 64;
+        j["intermediate_size"] = 128;
+        j["num_hidden_layers"] = 2;
+        j["num_attention_heads"] = 4;
+        return LlamaConfig::from_json(j);
+    };
+    const LlamaConfig llama = read({{"model_type", "llama"}, {"attention_bias", true}, {"mlp_bias", true}});
+    EXPECT_TRUE(llama.attention_bias && llama.mlp_bias && llama.q_proj_has_bias());
+    EXPECT_FALSE(llama.tie_word_embeddings);
+    const LlamaConfig qwen = read({{"model_type", "qwen2"}, {"attention_bias", true}});
+    EXPECT_TRUE(qwen.qkv_bias);
+    EXPECT_FALSE(qwen.attention_bias);  // Qwen2 has no o_proj bias whatever the key says
+    EXPECT_EQ(qwen.max_position_embeddings, 32768);
+    const LlamaConfig mistral = read({{"model_type", "mistral"}});
+    EXPECT_EQ(mistral.sliding_window, 4096);
+    EXPECT_TRUE(mistral.layer_slides(1));
+    const LlamaConfig gemma = read({{"model_type", "gemma"}, {"head_dim", 32}, {"hidden_act", "gelu"}});
+    EXPECT_EQ(gemma.hidden_act, "gelu_pytorch_tanh");  // Gemma reads hidden_activation, not hidden_act
+    EXPECT_TRUE(gemma.norm_unit_offset && gemma.scale_embeddings && gemma.tie_word_embeddings);
+    EXPECT_EQ(gemma.head_dim(), 32);
+    const LlamaConfig gemma2 = read({{"model_type", "gemma2"}, {"sliding_window", 16}, {"final_logit_softcapping", nullptr}});
+    EXPECT_TRUE(gemma2.sandwich_norms);
+    EXPECT_EQ(gemma2.final_logit_softcapping, 0.0);
+    EXPECT_EQ(gemma2.attn_logit_softcapping, 50.0);
+    EXPECT_TRUE(gemma2.layer_slides(0));
+    EXPECT_FALSE(gemma2.layer_slides(1));
+    for (const LlamaConfig& c : {llama, qwen, mistral, gemma, gemma2})
+        EXPECT_EQ(LlamaConfig::from_json(c.to_json()).to_json().dump(), c.to_json().dump()) << c.model_type;
 }
 
 TEST(LlamaConfig, PresetsFormAFamily) {

@@ -57,6 +57,7 @@ struct ClientConfig {
     int index = 0;
     std::string model = "h2-tiny";     // a built-in size or a directory with config.json
     std::string model_dir;             // pretrained weights; empty = data/models/<model>
+    std::string model_dtype = "float32";  // storage/compute dtype of the frozen base: float32 | bfloat16 | float16
     std::string tokenizer;             // tokenizer.json; empty = <model_dir>/tokenizer.json
     std::string task;                  // built-in task name (data/tasks/<task>/) or empty
     std::string train_file;            // JSONL; default data/tasks/<task>/train.jsonl

@@ -1,17 +1,21 @@
-// A LLaMA-style decoder (RMSNorm, rotary position embeddings, grouped-query attention, SwiGLU)
-// in LibTorch's module idiom (Impl + TORCH_MODULE, parameters registered in reset()). Parameter
-// names are exactly Hugging Face's LlamaForCausalLM names, so model.safetensors files move both
-// ways between h2tune and `transformers`:
+// The decoder of every supported family (Llama, Qwen2, Mistral, Gemma, Gemma 2: RMSNorm, rotary
+// position embeddings, grouped-query attention, a gated MLP) in LibTorch's module idiom (Impl +
+// TORCH_MODULE, parameters registered in reset()). The family's traits come from LlamaConfig
+// (llama_config.h); the structure is one. Parameter names are exactly Hugging Face's
+// *ForCausalLM names, so model.safetensors files move both ways between h2tune and `transformers`:
 //
 //   model.embed_tokens.weight
-//   model.layers.N.self_attn.{q,k,v,o}_proj.weight
-//   model.layers.N.mlp.{gate,up,down}_proj.weight
+//   model.layers.N.self_attn.{q,k,v,o}_proj.{weight,bias}    (bias: Qwen2 q/k/v, attention_bias)
+//   model.layers.N.mlp.{gate,up,down}_proj.{weight,bias}     (bias: mlp_bias)
 //   model.layers.N.{input,post_attention}_layernorm.weight
+//   model.layers.N.{pre,post}_feedforward_layernorm.weight   (Gemma 2)
 //   model.norm.weight
 //   lm_head.weight                        (absent when tie_word_embeddings)
 //
 // Every adaptable linear map is a Projection (projection.h); adapters attach there.
-// Everything computes in float32.
+// Parameters are stored in ParameterInit::dtype (float32 by default; bfloat16/float16 for a frozen
+// base) and the forward computes in that dtype with Hugging Face's float32 islands (norms,
+// softmax, rotary tables); logits are returned in float32.
 #pragma once
 
 #include <cstdint>
@@ -21,8 +25,6 @@
 
 #include <torch/nn/cloneable.h>
 #include <torch/nn/modules/container/modulelist.h>
-#include <torch/nn/modules/embedding.h>
-#include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
@@ -31,15 +33,26 @@
 
 namespace h2tune {
 
+// How a model's parameters are created: the storage dtype, and whether they are drawn (Hugging
+// Face's initialisation) or only allocated because a checkpoint is about to overwrite every one.
+struct ParameterInit {
+    torch::Dtype dtype = torch::kFloat32;
+    bool random = true;
+};
+
 // ---------------------------------------------------------------- building blocks
 
 struct RMSNormOptions {
     explicit RMSNormOptions(int64_t dim) : dim_(dim) {}
     TORCH_ARG(int64_t, dim);
     TORCH_ARG(double, eps) = 1e-5;
+    // Gemma's form: x_hat * (1 + weight) with the weight stored as an offset (initialised to 0).
+    TORCH_ARG(bool, unit_offset) = false;
+    TORCH_ARG(torch::Dtype, dtype) = torch::kFloat32;
 };
 
-// y = weight * x / sqrt(mean(x^2) + eps), over the last dimension.
+// Llama: y = weight * (x / sqrt(mean(x^2) + eps)).to(x's dtype), the statistics in float32;
+// Gemma (unit_offset): y = (x_hat * (1 + weight)) in float32, then to x's dtype.
 class RMSNormImpl : public torch::nn::Cloneable<RMSNormImpl> {
 public:
     explicit RMSNormImpl(const RMSNormOptions& options_) : options(options_) { reset(); }
@@ -47,9 +60,28 @@ public:
     torch::Tensor forward(const torch::Tensor& x);
 
     RMSNormOptions options;
-    torch::Tensor weight;  // [dim], ones
+    torch::Tensor weight;  // [dim], ones (zeros with unit_offset)
 };
 TORCH_MODULE(RMSNorm);
+
+// The token embedding table (a parameter `weight` [vocab, hidden]); unlike torch::nn::Embedding it
+// can be created in any dtype without drawing a float32 table first.
+class TokenEmbeddingImpl : public torch::nn::Cloneable<TokenEmbeddingImpl> {
+public:
+    TokenEmbeddingImpl(int64_t vocab_size, int64_t hidden_size, double init_std, ParameterInit init = {})
+        : vocab_size_(vocab_size), hidden_size_(hidden_size), init_std_(init_std), init_(init) { reset(); }
+    void reset() override;
+    void reset_parameters();  // normal(0, init_std)
+    torch::Tensor forward(const torch::Tensor& ids) { return torch::embedding(weight, ids); }
+
+    torch::Tensor weight;
+
+private:
+    int64_t vocab_size_, hidden_size_;
+    double init_std_;
+    ParameterInit init_;
+};
+TORCH_MODULE(TokenEmbedding);
 
 // Hugging Face's rotate_half: [x1, x2] -> [-x2, x1] on the last dimension's halves.
 torch::Tensor rotate_half(const torch::Tensor& x);
@@ -80,10 +112,14 @@ TORCH_MODULE(RotaryEmbedding);
 // one batched matmul serves the group without copying K and V per head (no repeat_kv).
 torch::Tensor llama_group_mask(const torch::Tensor& mask, int64_t num_key_value_heads, int64_t groups);
 
-// Multi-head attention with grouped key/value heads (num_key_value_heads <= num_attention_heads).
+// Multi-head attention with grouped key/value heads (num_key_value_heads <= num_attention_heads),
+// scores scaled by head_dim^-1/2 (Gemma 2: query_pre_attn_scalar^-1/2) and soft-capped when the
+// config says so. Sliding-window layers get their window through the mask the model passes.
 class LlamaAttentionImpl : public torch::nn::Cloneable<LlamaAttentionImpl> {
 public:
-    explicit LlamaAttentionImpl(const LlamaConfig& config) : config(config) { reset(); }
+    explicit LlamaAttentionImpl(const LlamaConfig& config, ParameterInit init = {}) : config(config), init(init) {
+        reset();
+    }
     void reset() override;
     // x [B, T, hidden]; cos/sin from RotaryEmbedding; mask additive (0 = attend, a large negative
     // value = masked): either [B or 1, 1, T, S] or already grouped by llama_group_mask (the model
@@ -95,35 +131,43 @@ public:
                           torch::Tensor* cache_v = nullptr);
 
     LlamaConfig config;
+    ParameterInit init;
     Projection q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
 };
 TORCH_MODULE(LlamaAttention);
 
-// SwiGLU: down(silu(gate(x)) * up(x)).
+// Gated MLP: down(act(gate(x)) * up(x)); act = SiLU (SwiGLU) or tanh-approximated GELU (GeGLU).
 class LlamaMLPImpl : public torch::nn::Cloneable<LlamaMLPImpl> {
 public:
-    explicit LlamaMLPImpl(const LlamaConfig& config) : config(config) { reset(); }
+    explicit LlamaMLPImpl(const LlamaConfig& config, ParameterInit init = {}) : config(config), init(init) { reset(); }
     void reset() override;
     torch::Tensor forward(const torch::Tensor& x);
 
     LlamaConfig config;
+    ParameterInit init;
     Projection gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 };
 TORCH_MODULE(LlamaMLP);
 
-// Pre-norm block: h = x + attn(norm1(x)); out = h + mlp(norm2(h)).
+// Pre-norm block: h = x + attn(norm1(x)); out = h + mlp(norm2(h)). Gemma 2's sandwich form
+// normalises the sub-layer outputs too: h = x + post_attn_norm(attn(norm1(x)));
+// out = h + post_ffn_norm(mlp(pre_ffn_norm(h))).
 class LlamaDecoderLayerImpl : public torch::nn::Cloneable<LlamaDecoderLayerImpl> {
 public:
-    explicit LlamaDecoderLayerImpl(const LlamaConfig& config) : config(config) { reset(); }
+    explicit LlamaDecoderLayerImpl(const LlamaConfig& config, ParameterInit init = {}) : config(config), init(init) {
+        reset();
+    }
     void reset() override;
     torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                           const torch::Tensor& mask, torch::Tensor* cache_k = nullptr,
                           torch::Tensor* cache_v = nullptr);
 
     LlamaConfig config;
+    ParameterInit init;
     LlamaAttention self_attn{nullptr};
     LlamaMLP mlp{nullptr};
     RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+    RMSNorm pre_feedforward_layernorm{nullptr}, post_feedforward_layernorm{nullptr};  // sandwich_norms only
 };
 TORCH_MODULE(LlamaDecoderLayer);
 
@@ -152,7 +196,9 @@ struct KvCache {
 // The decoder stack: embed_tokens, layers, norm. forward returns final hidden states.
 class LlamaModelImpl : public torch::nn::Cloneable<LlamaModelImpl> {
 public:
-    explicit LlamaModelImpl(const LlamaConfig& config) : config(config) { reset(); }
+    explicit LlamaModelImpl(const LlamaConfig& config, ParameterInit init = {}) : config(config), init(init) {
+        reset();
+    }
     void reset() override;
     void reset_parameters();  // Hugging Face init: normal(0, initializer_range), norms = 1
 
@@ -169,7 +215,8 @@ public:
     LlamaDecoderLayer layer(int64_t i) const;
 
     LlamaConfig config;
-    torch::nn::Embedding embed_tokens{nullptr};
+    ParameterInit init;
+    TokenEmbedding embed_tokens{nullptr};
     torch::nn::ModuleList layers{nullptr};
     RMSNorm norm{nullptr};
     RotaryEmbedding rotary_emb{nullptr};        // buffers only; no parameters
@@ -180,7 +227,7 @@ TORCH_MODULE(LlamaModel);
 // config.tie_word_embeddings, in which case no lm_head module or parameter exists).
 class LlamaForCausalLMImpl : public torch::nn::Cloneable<LlamaForCausalLMImpl> {
 public:
-    explicit LlamaForCausalLMImpl(const LlamaConfig& config);
+    explicit LlamaForCausalLMImpl(const LlamaConfig& config, ParameterInit init = {});
     void reset() override;
     void reset_parameters();
 
@@ -196,7 +243,8 @@ public:
     // logits(forward_hidden(ids, mask)).
     torch::Tensor forward_hidden(const torch::Tensor& input_ids, const torch::Tensor& attention_mask = {},
                                  const torch::Tensor& position_ids = {});
-    // hidden [..., hidden] -> logits [..., vocab] (for callers that need logits at a few positions,
+    // hidden [..., hidden] -> float32 logits [..., vocab], soft-capped when the config says so
+    // (for callers that need logits at a few positions,
     // e.g. rows [N, hidden] gathered from forward_hidden).
     torch::Tensor logits(const torch::Tensor& hidden);
     // The output embedding matrix [vocab, hidden] (model.embed_tokens.weight when tied).
@@ -210,12 +258,14 @@ public:
 
     const LlamaConfig& config() const { return config_; }
     int64_t num_layers() const { return config_.num_hidden_layers; }
+    torch::Dtype dtype() const { return init_.dtype; }  // storage and compute dtype of the base
 
     LlamaModel model{nullptr};
-    torch::nn::Linear lm_head{nullptr};  // null when tied
+    Projection lm_head{nullptr};  // null when tied; never carries an adapter
 
 private:
     LlamaConfig config_;
+    ParameterInit init_;
 };
 TORCH_MODULE(LlamaForCausalLM);
 
@@ -224,15 +274,24 @@ const std::vector<std::string>& llama_projection_names();
 
 // ---------------------------------------------------------------- Hugging Face directories
 
-// Writes <dir>/model.safetensors (float32, metadata format=pt) and <dir>/config.json, creating
-// the directory. Each file is replaced atomically. Throws IoError.
+// Writes <dir>/model.safetensors (in the model's dtype, metadata format=pt) and <dir>/config.json
+// (torch_dtype = that dtype), creating the directory. Each file is replaced atomically. Throws
+// IoError.
 void save_pretrained(const LlamaForCausalLM& model, const std::string& dir);
 
+// "float32" | "bfloat16" | "float16" <-> LibTorch dtype; an unknown name is a ConfigError naming
+// `what` (the option or key it came from).
+torch::Dtype model_dtype_from_name(const std::string& name, const std::string& what);
+std::string model_dtype_name(torch::Dtype dtype);
+
 // Reads <dir>/config.json and <dir>/model.safetensors (or the shards listed in
-// model.safetensors.index.json) into a new float32 CPU model. Every expected tensor must be
-// present with its exact shape and a floating dtype (F16/BF16/F64 are converted); a missing,
-// misshapen or unexpected tensor is a ModelError naming the tensor and the file. lm_head.weight
-// may be absent when tied (and is ignored when present), rotary_emb.inv_freq buffers are ignored.
-LlamaForCausalLM load_pretrained(const std::string& dir);
+// model.safetensors.index.json) into a new CPU model whose parameters are stored in `dtype`.
+// Tensors are read straight into the parameters' storage (no random initialisation, no whole-file
+// buffer; a tensor in another floating dtype goes through one temporary of its own size). Every
+// expected tensor must be present with its exact shape and a floating dtype; a missing,
+// misshapen, duplicated or unexpected tensor is a ModelError naming the tensor and the file.
+// lm_head.weight may be absent when tied (and is ignored when present), rotary_emb.inv_freq
+// buffers are ignored.
+LlamaForCausalLM load_pretrained(const std::string& dir, torch::Dtype dtype = torch::kFloat32);
 
 }  // namespace h2tune

@@ -1,7 +1,9 @@
-// A bias-free linear projection of the decoder (q, k, v, o, gate, up, down) with a hook for an
-// adapter: forward(x) = x W^T + adapter.delta(x). This is where LoRA-style adapters attach; the
-// model knows nothing about what the adapter computes. Without an adapter the output is exactly
-// torch::linear(x, weight), bit for bit.
+// A linear projection of the decoder (q, k, v, o, gate, up, down, and the LM head) with a hook for
+// an adapter: forward(x) = x W^T (+ b) + adapter.delta(x). This is where LoRA-style adapters attach;
+// the model knows nothing about what the adapter computes. Without an adapter the output is exactly
+// torch::linear(x, weight, bias), bit for bit. The frozen weight may be stored in bfloat16 or
+// float16 while adapters stay float32: the adapter then sees x in float32 and its delta is added
+// in the weight's dtype (as PEFT does).
 #pragma once
 
 #include <cstdint>
@@ -29,6 +31,10 @@ struct ProjectionOptions {
     TORCH_ARG(int64_t, out_features);
     // Standard deviation of the normal initialisation (Hugging Face's initializer_range).
     TORCH_ARG(double, init_std) = 0.02;
+    TORCH_ARG(bool, bias) = false;                   // registers `bias` [out_features] (zeros)
+    TORCH_ARG(torch::Dtype, dtype) = torch::kFloat32;  // storage dtype of weight and bias
+    // false: parameters are allocated but not drawn, for a checkpoint that overwrites them all.
+    TORCH_ARG(bool, initialise) = true;
 };
 
 class ProjectionImpl : public torch::nn::Cloneable<ProjectionImpl> {
@@ -37,8 +43,8 @@ public:
         : ProjectionImpl(ProjectionOptions(in_features, out_features)) {}
     explicit ProjectionImpl(const ProjectionOptions& options_);
 
-    void reset() override;                 // registers `weight` [out, in] and initialises it
-    void reset_parameters();               // normal(0, init_std)
+    void reset() override;                 // registers `weight` [out, in] (and `bias`), initialises them
+    void reset_parameters();               // weight normal(0, init_std), bias zeros
     void pretty_print(std::ostream& stream) const override;
 
     torch::Tensor forward(const torch::Tensor& x);
@@ -49,6 +55,7 @@ public:
 
     ProjectionOptions options;
     torch::Tensor weight;                  // [out_features, in_features], the frozen base weight
+    torch::Tensor bias;                    // [out_features], or undefined when options.bias() is false
 
 private:
     std::shared_ptr<ProjectionAdapter> adapter_;

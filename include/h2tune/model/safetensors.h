@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -33,6 +34,14 @@ std::map<std::string, SafetensorsEntry> safetensors_read_header(
 // Supported dtypes: F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL.
 std::map<std::string, torch::Tensor> safetensors_load(const std::string& path,
                                                       std::map<std::string, std::string>* metadata = nullptr);
+
+// For each tensor of the file (in file order), `destination` returns where to put it: a tensor of
+// the entry's shape (any dtype, device or layout) or an undefined tensor to skip it. A contiguous
+// CPU destination of the file's dtype is filled straight from the file; any other goes through
+// one temporary of the tensor's own size. Nothing else is buffered, so loading a model this way
+// needs little more memory than the model. Throws ModelError (a shape mismatch names the tensor).
+using SafetensorsDestination = std::function<torch::Tensor(const std::string& name, const SafetensorsEntry& entry)>;
+void safetensors_read_into(const std::string& path, const SafetensorsDestination& destination);
 
 // Writes `tensors` (any device, any layout; copied to contiguous CPU) atomically. Throws
 // ModelError for an unsupported dtype or a reserved name, IoError when the file cannot be written.
