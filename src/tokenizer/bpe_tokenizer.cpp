@@ -244,40 +244,59 @@ void BpeTokenizer::detect_special_ids() {
 
 // ---------------------------------------------------------------- encode / decode
 
-std::vector<int32_t> BpeTokenizer::encode(std::string_view text, const EncodeOptions& options) const {
+void BpeTokenizer::segment(std::string_view text, const EncodeOptions& options,
+                           const std::function<void(int32_t, std::string_view)>& emit) const {
     if (id_to_token_.empty() || !pipeline_) {
         throw ModelError("BpeTokenizer::encode: the tokenizer is empty (nothing loaded)");
     }
     const Pipeline& pipeline = *pipeline_;
-    std::vector<int32_t> ids;
-    ids.reserve(text.size() / 3 + 8);
     std::vector<tokenizer_detail::Piece> pieces;
     auto encode_stretch = [&](std::string_view stretch, bool at_input_start) {
-        std::string normalized = pipeline.normalizer ? pipeline.normalizer->apply(std::string(stretch)) : std::string(stretch);
-        for (const tokenizer_detail::Segment& segment :
+        const std::string normalized =
+            pipeline.normalizer ? pipeline.normalizer->apply(std::string(stretch)) : std::string(stretch);
+        for (const tokenizer_detail::Segment& part :
              pipeline.normalized_tokens.split(normalized, options.match_special_tokens)) {
-            if (segment.id >= 0) {
-                ids.push_back(segment.id);
+            const std::string_view part_text = std::string_view(normalized).substr(part.start, part.end - part.start);
+            if (part.id >= 0) {
+                emit(part.id, part_text);
                 continue;
             }
             pieces.clear();
-            pieces.push_back(tokenizer_detail::Piece{normalized.substr(segment.start, segment.end - segment.start),
-                                                     at_input_start && segment.start == 0});
+            pieces.push_back(tokenizer_detail::Piece{std::string(part_text), at_input_start && part.start == 0});
             pipeline.pre_tokenization.apply(pieces);
             for (const tokenizer_detail::Piece& piece : pieces) {
-                if (!piece.text.empty()) encode_piece(piece.text, ids);
+                if (!piece.text.empty()) emit(-1, piece.text);
             }
         }
     };
-    for (const tokenizer_detail::Segment& segment : pipeline.raw_tokens.split(text, options.match_special_tokens)) {
-        if (segment.id >= 0) {
-            ids.push_back(segment.id);
+    for (const tokenizer_detail::Segment& part : pipeline.raw_tokens.split(text, options.match_special_tokens)) {
+        const std::string_view part_text = text.substr(part.start, part.end - part.start);
+        if (part.id >= 0) {
+            emit(part.id, part_text);
         } else {
-            encode_stretch(text.substr(segment.start, segment.end - segment.start), segment.start == 0);
+            encode_stretch(part_text, part.start == 0);
         }
     }
-    if (options.add_special_tokens) ids = pipeline.post_processor.apply(std::move(ids));
+}
+
+std::vector<int32_t> BpeTokenizer::encode(std::string_view text, const EncodeOptions& options) const {
+    std::vector<int32_t> ids;
+    ids.reserve(text.size() / 3 + 8);
+    segment(text, options, [&](int32_t id, std::string_view piece) {
+        if (id >= 0) {
+            ids.push_back(id);
+        } else {
+            encode_piece(piece, ids);
+        }
+    });
+    if (options.add_special_tokens) ids = pipeline_->post_processor.apply(std::move(ids));
     return ids;
+}
+
+std::vector<std::string> BpeTokenizer::model_pieces(std::string_view text, const EncodeOptions& options) const {
+    std::vector<std::string> pieces;
+    segment(text, options, [&](int32_t, std::string_view piece) { pieces.emplace_back(piece); });
+    return pieces;
 }
 
 void BpeTokenizer::encode_piece(std::string_view piece, std::vector<int32_t>& out) const {

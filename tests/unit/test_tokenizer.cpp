@@ -570,3 +570,260 @@ TEST(Trainer, StopsAtMinFrequencyAndRejectsTinyVocab) {
     options.vocab_size = 200;
     EXPECT_THROW(bpe_train({"abc"}, options), ConfigError);
 }
+
+// ---------------------------------------------------------------- Hugging Face pipeline
+// Expected values below were produced by Hugging Face `tokenizers` 0.20.3 on the same documents.
+
+namespace {
+
+using nlohmann::json;
+
+json added_token(int id, const std::string& content, bool special = true, bool normalized = false,
+                 bool lstrip = false, bool rstrip = false, bool single_word = false) {
+    return json{{"id", id},         {"content", content}, {"single_word", single_word}, {"lstrip", lstrip},
+                {"rstrip", rstrip}, {"normalized", normalized}, {"special", special}};
+}
+
+json bpe_document(const json& vocab, const json& merges, const json& added) {
+    return json{{"version", "1.0"},
+                {"added_tokens", added},
+                {"normalizer", nullptr},
+                {"pre_tokenizer", nullptr},
+                {"post_processor", nullptr},
+                {"decoder", nullptr},
+                {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}}}};
+}
+
+// Llama 2 / Gemma style: <unk> <s> </s>, the 256 <0xNN> tokens, then a few pieces.
+json sentencepiece_document(bool byte_fallback) {
+    json vocab = {{"<unk>", 0}, {"<s>", 1}, {"</s>", 2}};
+    static const char kHex[] = "0123456789ABCDEF";
+    for (int b = 0; b < 256; ++b) vocab[std::string("<0x") + kHex[b >> 4] + kHex[b & 15] + ">"] = 3 + b;
+    for (const char* token : {"\u2581", "a", "b", "c", "\u2581a", "ab", "\u2581ab", "\u2581c"}) vocab[token] = vocab.size();
+    json doc = bpe_document(vocab, json::parse(R"([["▁","a"],["a","b"],["▁a","b"],["▁","c"]])"),
+                            json::array({added_token(0, "<unk>"), added_token(1, "<s>"), added_token(2, "</s>")}));
+    doc["model"]["unk_token"] = "<unk>";
+    doc["model"]["fuse_unk"] = true;
+    doc["model"]["byte_fallback"] = byte_fallback;
+    doc["normalizer"] = json::parse(R"({"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "▁"},
+        {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]})");
+    doc["post_processor"] = json::parse(R"({"type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [], "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}})");
+    doc["decoder"] = json::parse(R"({"type": "Sequence", "decoders": [
+        {"type": "Replace", "pattern": {"String": "▁"}, "content": " "}, {"type": "ByteFallback"}, {"type": "Fuse"},
+        {"type": "Strip", "content": " ", "start": 1, "stop": 0}]})");
+    return doc;
+}
+
+using Ids = std::vector<int32_t>;
+const EncodeOptions kHf = EncodeOptions::hugging_face(false);
+const EncodeOptions kHfSpecial = EncodeOptions::hugging_face(true);
+
+// A byte-level tokenizer whose pre-tokenizer is `pre_tokenizer` followed by ByteLevel(no regex).
+BpeTokenizer byte_level_with(const json& pre_tokenizer, const json& normalizer = nullptr) {
+    json doc = nlohmann::json::parse(BpeTokenizer::from_parts(byte_vocab(), {}, {}).to_json());
+    json steps = json::array();
+    if (!pre_tokenizer.is_null()) steps.push_back(pre_tokenizer);
+    steps.push_back(json{{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}});
+    doc["pre_tokenizer"] = json{{"type", "Sequence"}, {"pretokenizers", steps}};
+    doc["normalizer"] = normalizer;
+    return BpeTokenizer::from_json(doc.dump(), "test.json");
+}
+
+Pieces pieces_with(const json& pre_tokenizer, const std::string& text) {
+    return byte_level_with(pre_tokenizer).model_pieces(text);
+}
+
+json split(const std::string& kind, const std::string& pattern, const std::string& behavior, bool invert) {
+    return json{{"type", "Split"}, {"pattern", {{kind, pattern}}}, {"behavior", behavior}, {"invert", invert}};
+}
+
+std::string normalized_with(const std::string& type, const std::string& text) {
+    const Pieces pieces = byte_level_with(nullptr, json{{"type", type}}).model_pieces(text);
+    return join(pieces);
+}
+
+// Random text from letters, digits, marks, spaces (incl. CR/LF/tab/NBSP), apostrophes and
+// contraction letters, punctuation, CJK and emoji.
+std::string random_unicode_text(std::mt19937& rng, std::size_t length) {
+    static const char* const kAtoms[] = {"a", "Z", "s", "T", "re", "VE", "m", "LL", "d", "'", "'", "1", "23", "٣",
+                                         " ", " ", "  ", "\t", "\n", "\r\n", "\u00a0", "\u3000", ".", ",!", "(",
+                                         "-", "é", "e\u0301", "東", "😀", "\u200d", "ſ", "K", "\xff", "_", "$"};
+    std::uniform_int_distribution<std::size_t> pick(0, sizeof(kAtoms) / sizeof(kAtoms[0]) - 1);
+    std::string out;
+    for (std::size_t i = 0; i < length; ++i) out += kAtoms[pick(rng)];
+    return out;
+}
+
+}  // namespace
+
+TEST(SentencePieceStyle, ByteFallbackPrependReplaceAndTemplate) {
+    const BpeTokenizer tokenizer = BpeTokenizer::from_json(sentencepiece_document(true).dump(), "sp.json");
+    EXPECT_EQ(tokenizer.encode("ab c", kHf), (Ids{265, 266}));
+    EXPECT_EQ(tokenizer.encode("ab c", kHfSpecial), (Ids{1, 265, 266}));
+    EXPECT_EQ(tokenizer.encode("ab\u20ac", kHf), (Ids{265, 229, 133, 175}));  // € as <0xE2><0x82><0xAC>
+    EXPECT_EQ(tokenizer.encode("c\u00e9", kHf), (Ids{266, 198, 172}));
+    // Each stretch between added tokens is normalized on its own, so "c" gets its own "▁".
+    EXPECT_EQ(tokenizer.encode("ab</s>c", kHfSpecial), (Ids{1, 265, 2, 266}));
+    EXPECT_EQ(tokenizer.encode("", kHf), (Ids{}));
+    EXPECT_EQ(tokenizer.encode("", kHfSpecial), (Ids{1}));
+    EXPECT_EQ(tokenizer.encode(" a", kHf), (Ids{259, 263}));
+    EXPECT_EQ(tokenizer.encode("<s>", kHfSpecial), (Ids{1, 1}));
+    EXPECT_EQ(tokenizer.decode({1, 265, 266}), "<s> ab c");
+    EXPECT_EQ(tokenizer.decode({1, 265, 229, 133, 175}), "<s> ab\u20ac");
+    EXPECT_EQ(tokenizer.decode({1, 265, 2, 266}), "<s> ab</s> c");
+    EXPECT_EQ(tokenizer.decode({1, 259, 263}), "<s>  a");
+    // Byte tokens that are not valid UTF-8 decode to one U+FFFD each.
+    EXPECT_EQ(tokenizer.decode({3 + 0xE2, 3 + 0x82, 260}), "\ufffd\ufffda");
+    // Special added tokens in the text are plain text unless asked for.
+    EXPECT_EQ(tokenizer.encode("</s>"), (Ids{259, 3 + '<', 3 + '/', 3 + 's', 3 + '>'}));
+    // Written back and read again, the document behaves the same.
+    const BpeTokenizer reread = BpeTokenizer::from_json(tokenizer.to_json(), "reread.json");
+    EXPECT_EQ(reread.encode("ab\u20ac c", kHfSpecial), tokenizer.encode("ab\u20ac c", kHfSpecial));
+    EXPECT_EQ(reread.to_json(), tokenizer.to_json());
+}
+
+TEST(SentencePieceStyle, UnknownCharactersFuseIntoOneUnkWithoutByteFallback) {
+    const BpeTokenizer tokenizer = BpeTokenizer::from_json(sentencepiece_document(false).dump(), "sp.json");
+    EXPECT_EQ(tokenizer.encode("ab xyz c", kHf), (Ids{265, 259, 0, 266}));
+    EXPECT_EQ(tokenizer.encode("\u00e9\u00e9 a", kHf), (Ids{259, 0, 263}));
+    EXPECT_EQ(tokenizer.decode({1, 265, 259, 0, 266}), "<s> ab <unk> c");
+}
+
+TEST(Metaspace, PrependFirstSplitAndDecoder) {
+    const json vocab = {{"\u2581", 0}, {"a", 1}, {"b", 2}, {"\u2581a", 3}, {"\u2581b", 4}, {"<sep>", 5}, {"<unk>", 6}};
+    json doc = bpe_document(vocab, json::parse(R"([["▁","a"],["▁","b"]])"),
+                            json::array({added_token(5, "<sep>"), added_token(6, "<unk>")}));
+    doc["model"]["unk_token"] = "<unk>";
+    doc["pre_tokenizer"] = json::parse(R"({"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": true})");
+    doc["decoder"] = json::parse(R"({"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": true})");
+    const BpeTokenizer tokenizer = BpeTokenizer::from_json(doc.dump(), "meta.json");
+    EXPECT_EQ(tokenizer.encode("a b", kHf), (Ids{3, 4}));
+    EXPECT_EQ(tokenizer.encode("a<sep>b", kHf), (Ids{3, 5, 2}));  // "first": no ▁ after the added token
+    EXPECT_EQ(tokenizer.encode("a  b", kHf), (Ids{3, 0, 4}));
+    EXPECT_EQ(tokenizer.encode("b<sep> a", kHf), (Ids{4, 5, 3}));
+    EXPECT_EQ(tokenizer.decode({3, 4}), "a b");
+    EXPECT_EQ(tokenizer.decode({3, 5, 2}), "a<sep>b");
+    EXPECT_EQ(tokenizer.decode({4, 5, 3}), "b<sep> a");
+    EXPECT_EQ(tokenizer.model_pieces("a  b"), (Pieces{"\u2581a", "\u2581", "\u2581b"}));
+
+    doc["pre_tokenizer"]["prepend_scheme"] = "always";
+    EXPECT_EQ(BpeTokenizer::from_json(doc.dump()).encode("a<sep>b", kHf), (Ids{3, 5, 4}));
+    doc["pre_tokenizer"]["prepend_scheme"] = "never";
+    EXPECT_EQ(BpeTokenizer::from_json(doc.dump()).encode("a b", kHf), (Ids{1, 4}));
+}
+
+TEST(AddedTokens, FlagsMatchLikeHuggingFace) {
+    auto vocab = byte_vocab();
+    for (const char* token : {"ab", "up", "wo", "wor"}) vocab.emplace(token, static_cast<int32_t>(vocab.size()));
+    json doc = bpe_document(vocab, json::parse(R"([["a","b"],["u","p"],["w","o"],["wo","r"]])"),
+                            json::array({added_token(260, "word", false, false, false, false, true),
+                                         added_token(261, "<lst>", true, false, true),
+                                         added_token(262, "<rst>", true, false, false, true), added_token(263, "<sp>"),
+                                         added_token(264, "UP", false, true)}));
+    doc["normalizer"] = {{"type", "Lowercase"}};
+    doc["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}};
+    doc["decoder"] = {{"type", "ByteLevel"}};
+    const BpeTokenizer tokenizer = BpeTokenizer::from_json(doc.dump(), "flags.json");
+    EXPECT_EQ(tokenizer.encode("a  <lst>b", kHf), (Ids{'a', 261, 'b'}));  // lstrip takes the spaces before
+    EXPECT_EQ(tokenizer.encode("a<rst>   b", kHf), (Ids{'a', 262, 'b'}));  // rstrip the spaces after
+    // single_word: only where no letter or digit touches it.
+    EXPECT_EQ(tokenizer.encode("word words aword word.", kHf),
+              (Ids{260, ' ', 259, 'd', 's', ' ', 'a', 259, 'd', ' ', 260, '.'}));
+    // normalized: matched in the lowercased text, so "UP" and "up" both hit.
+    EXPECT_EQ(tokenizer.encode("x UP y up", kHf), (Ids{'x', ' ', 264, ' ', 'y', ' ', 264}));
+    EXPECT_EQ(tokenizer.encode("<sp>x", kHf), (Ids{263, 'x'}));
+    // Special tokens as text (the default); non-special added tokens are still matched.
+    EXPECT_EQ(tokenizer.encode("<sp>x word"), (Ids{'<', 's', 'p', '>', 'x', ' ', 260}));
+    EXPECT_EQ(tokenizer.decode({263, 'x', 264}), "<sp>xUP");
+    EXPECT_EQ(tokenizer.decode({'a', 261, 'b'}), "a<lst>b");
+}
+
+TEST(SplitBehaviours, AllBehavioursAndInvert) {
+    const std::string text = "a--b---c-";
+    struct Case {
+        const char* behavior;
+        bool invert;
+        Pieces expected;
+    };
+    const Case cases[] = {
+        {"Removed", false, {"a", "b", "c"}},
+        {"Removed", true, {"-", "-", "-", "-", "-", "-"}},
+        {"Isolated", false, {"a", "-", "-", "b", "-", "-", "-", "c", "-"}},
+        {"Isolated", true, {"a", "-", "-", "b", "-", "-", "-", "c", "-"}},
+        {"MergedWithPrevious", false, {"a-", "-", "b-", "-", "-", "c-"}},
+        {"MergedWithPrevious", true, {"a", "-", "-b", "-", "-", "-c", "-"}},
+        {"MergedWithNext", false, {"a", "-", "-b", "-", "-", "-c", "-"}},
+        {"MergedWithNext", true, {"a-", "-", "b-", "-", "-", "c-"}},
+        {"Contiguous", false, {"a", "--", "b", "---", "c", "-"}},
+        {"Contiguous", true, {"a", "--", "b", "---", "c", "-"}},
+    };
+    for (const Case& c : cases) {
+        EXPECT_EQ(pieces_with(split("String", "-", c.behavior, c.invert), text), c.expected)
+            << c.behavior << " invert " << c.invert;
+        EXPECT_EQ(pieces_with(split("Regex", "-", c.behavior, c.invert), text), c.expected)
+            << c.behavior << " invert " << c.invert << " (regex)";
+    }
+    // Empty regex matches: Oniguruma's iteration rules, then empty pieces dropped.
+    EXPECT_EQ(pieces_with(split("Regex", "x*", "Isolated", false), "axxbc"), (Pieces{"a", "xx", "b", "c"}));
+    EXPECT_EQ(pieces_with(split("Regex", "x*", "MergedWithPrevious", false), "axxbc"), (Pieces{"axx", "b", "c"}));
+}
+
+TEST(PreTokenizers, OtherHuggingFaceSteps) {
+    EXPECT_EQ(pieces_with(json{{"type", "Digits"}, {"individual_digits", false}}, "ab123c45"),
+              (Pieces{"ab", "123", "c", "45"}));
+    EXPECT_EQ(pieces_with(json{{"type", "Digits"}, {"individual_digits", true}}, "a12"), (Pieces{"a", "1", "2"}));
+    EXPECT_EQ(pieces_with(json{{"type", "Punctuation"}}, "a,b!!c"), (Pieces{"a", ",", "b", "!", "!", "c"}));
+    EXPECT_EQ(pieces_with(json{{"type", "Whitespace"}}, "a, b!! c_d \u00e9"),
+              (Pieces{"a", ",", "b", "!!", "c_d", "\u00e9"}));
+    EXPECT_EQ(pieces_with(json{{"type", "WhitespaceSplit"}}, " a  b\tc "), (Pieces{"a", "b", "c"}));
+    // ByteLevel with add_prefix_space: every stretch starts with a space.
+    json doc = nlohmann::json::parse(BpeTokenizer::from_parts(byte_vocab(), {}, {}).to_json());
+    doc["pre_tokenizer"]["add_prefix_space"] = true;
+    EXPECT_EQ(BpeTokenizer::from_json(doc.dump()).model_pieces("hi there"), (Pieces{" hi", " there"}));
+}
+
+TEST(PreTokenizers, RegexEngineAgreesWithHandWrittenMatchers) {
+    // "(?:...)" hides the known pattern text, so the regex engine runs instead of the hand-written
+    // matcher: both must cut every text identically.
+    const std::pair<const char*, Kind> patterns[] = {
+        {R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)", Kind::Gpt2},
+        {R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)",
+         Kind::Llama3},
+        {R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)",
+         Kind::Qwen2},
+    };
+    std::mt19937 rng(11);
+    std::vector<std::string> texts(kSamples.begin(), kSamples.end());
+    for (int i = 0; i < 300; ++i) texts.push_back(random_unicode_text(rng, 1 + i % 40));
+    for (const auto& [pattern, kind] : patterns) {
+        const BpeTokenizer engine =
+            byte_level_with(split("Regex", std::string("(?:") + pattern + ")", "Isolated", false));
+        const BpeTokenizer hand_written = byte_level_with(split("Regex", pattern, "Isolated", false));
+        for (const std::string& text : texts) {
+            const Pieces expected = BpeTokenizer::pre_tokenize(text, kind);
+            ASSERT_EQ(hand_written.model_pieces(text), expected) << nlohmann::json(text).dump();
+            ASSERT_EQ(engine.model_pieces(text), expected) << static_cast<int>(kind) << " " << nlohmann::json(text).dump();
+        }
+    }
+}
+
+TEST(Normalizers, UnicodeFormsLowercaseAndStrip) {
+    EXPECT_EQ(normalized_with("NFC", "e\u0301 A\u030a \u1112\u1161\u11ab"), "\u00e9 \u00c5 \ud55c");
+    EXPECT_EQ(normalized_with("NFD", "\u00e9 \u00c5 \ud55c"), "e\u0301 A\u030a \u1112\u1161\u11ab");
+    // Canonical reordering: dot below (220) before dot above (230).
+    EXPECT_EQ(normalized_with("NFD", "q\u0307\u0323"), "q\u0323\u0307");
+    EXPECT_EQ(normalized_with("NFC", "\u1e9b\u0323"), "\u1e9b\u0323");
+    EXPECT_EQ(normalized_with("NFKC", "\ufb01 \u2460 \u1e9b\u0323"), "fi 1 \u1e69");
+    EXPECT_EQ(normalized_with("NFKD", "\u00bd"), "1\u20442");
+    EXPECT_EQ(normalized_with("NFC", "\u212b \u2126"), "\u00c5 \u03a9");  // singletons
+    EXPECT_EQ(normalized_with("Lowercase", "\u0391\u03a3 \u0130 ABC"), "\u03b1\u03c3 i\u0307 abc");
+    const BpeTokenizer strip = byte_level_with(nullptr, json{{"type", "Strip"}, {"strip_left", true}, {"strip_right", false}});
+    EXPECT_EQ(join(strip.model_pieces(" \t a b \n")), "a b \n");
+    // Invalid UTF-8 passes through the normalizers untouched.
+    EXPECT_EQ(normalized_with("NFC", "a\xff" "e\u0301"), "a\xff\u00e9");
+    // NFC in a byte-level file: NFD input encodes like its NFC form.
+    const BpeTokenizer nfc = byte_level_with(nullptr, json{{"type", "NFC"}});
+    EXPECT_EQ(nfc.encode("cafe\u0301"), nfc.encode("caf\u00e9"));
+}

@@ -78,6 +78,11 @@ public:
     // replace invalid UTF-8 in the result by U+FFFD; here the bytes are kept).
     std::string decode(const std::vector<int32_t>& ids) const;
 
+    // The pieces the BPE model receives for `text`, in order, after added-token matching,
+    // normalization and pre-tokenization (raw bytes for byte-level files); an added token appears
+    // as the text it matched. Hugging Face's pre_tokenize_str, for inspection and tests.
+    std::vector<std::string> model_pieces(std::string_view text, const EncodeOptions& options = {}) const;
+
     int32_t vocab_size() const;             // max id + 1, special tokens included (0 when empty)
     // Id of a token string (special or ordinary); -1 when absent.
     int32_t token_id(const std::string& token) const;
@@ -129,6 +134,10 @@ private:
     void detect_special_ids();
     int32_t added_token_id(std::string_view content) const;
 
+    // Calls `emit(id, text)` for each added token found (id >= 0) and `emit(-1, piece)` for each
+    // piece for the model, in order.
+    void segment(std::string_view text, const EncodeOptions& options,
+                 const std::function<void(int32_t, std::string_view)>& emit) const;
     // Appends the ids of one pre-token.
     void encode_piece(std::string_view piece, std::vector<int32_t>& out) const;
     // The model's first symbols for a piece that is not byte-level: one per character, byte
