@@ -210,7 +210,7 @@ void LlamaConfig::validate() const {
     if (!(query_pre_attn_scalar >= 0.0)) bad("query_pre_attn_scalar", "must be positive");
     if (!(attn_logit_softcapping >= 0.0)) bad("attn_logit_softcapping", "must be positive or null");
     if (!(final_logit_softcapping >= 0.0)) bad("final_logit_softcapping", "must be positive or null");
-    if (torch_dtype != "float32" && torch_dtype != "bfloat16" && torch_dtype != "float16")
+    if (!torch_dtype.empty() && torch_dtype != "float32" && torch_dtype != "bfloat16" && torch_dtype != "float16")
         bad("torch_dtype", "'" + torch_dtype + "' is not supported (float32, bfloat16, float16)");
     const std::pair<const char*, int64_t> token_ids[] = {
         {"bos_token_id", bos_token_id}, {"eos_token_id", eos_token_id}, {"pad_token_id", pad_token_id}};
@@ -239,7 +239,7 @@ json LlamaConfig::to_json() const {
     json j;
     j["architectures"] = json::array({f.architecture});
     j["model_type"] = model_type;
-    j["torch_dtype"] = torch_dtype;
+    j["torch_dtype"] = torch_dtype.empty() ? std::string("float32") : torch_dtype;
     j[f.activation_key] = hidden_act;
     if (f.reads_attention_bias) j["attention_bias"] = attention_bias;
     if (f.reads_mlp_bias) j["mlp_bias"] = mlp_bias;
@@ -303,7 +303,7 @@ LlamaConfig LlamaConfig::from_json(const json& j) {
     c.rms_norm_eps = get_or<double>(j, "rms_norm_eps", 1e-6);
     c.initializer_range = get_or<double>(j, "initializer_range", 0.02);
     c.tie_word_embeddings = get_or<bool>(j, "tie_word_embeddings", family.default_tied);
-    c.torch_dtype = get_or<std::string>(j, "torch_dtype", "float32");
+    c.torch_dtype = get_or<std::string>(j, "torch_dtype", "");
     c.bos_token_id = get_token_id(j, "bos_token_id");
     c.eos_token_id = get_token_id(j, "eos_token_id");
     c.pad_token_id = get_token_id(j, "pad_token_id");
@@ -363,10 +363,13 @@ LlamaConfig llama_preset(const std::string& name, int64_t vocab_size) {
 }
 
 int64_t llama_parameter_count(const LlamaConfig& c) {
-    const int64_t h = c.hidden_size, kv = c.num_key_value_heads * c.head_dim();
-    const int64_t attn = 2 * h * h + 2 * h * kv;
-    const int64_t mlp = 3 * h * c.intermediate_size;
-    const int64_t layer = attn + mlp + 2 * h;
+    const int64_t h = c.hidden_size, q = c.num_attention_heads * c.head_dim(), kv = c.num_key_value_heads * c.head_dim();
+    int64_t attn = 2 * h * q + 2 * h * kv;
+    if (c.q_proj_has_bias()) attn += q + 2 * kv;
+    if (c.attention_bias) attn += h;
+    int64_t mlp = 3 * h * c.intermediate_size;
+    if (c.mlp_bias) mlp += 2 * c.intermediate_size + h;
+    const int64_t layer = attn + mlp + (c.sandwich_norms ? 4 : 2) * h;
     int64_t total = c.vocab_size * h + c.num_hidden_layers * layer + h;
     if (!c.tie_word_embeddings) total += c.vocab_size * h;
     return total;

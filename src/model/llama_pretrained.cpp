@@ -137,6 +137,11 @@ LlamaForCausalLM load_pretrained(const std::string& dir, torch::Dtype dtype) {
         if (!is_float_dtype(e.torch_dtype))
             throw ModelError(file_of[p.key()] + ": tensor '" + p.key() + "' has dtype " + e.dtype +
                              "; weights must be F32, F16, BF16 or F64");
+        // A checkpoint whose tensors contradict its config.json was written by a broken export;
+        // loading it anyway would hide that the two files do not belong together.
+        if (!config.torch_dtype.empty() && e.torch_dtype != model_dtype_from_name(config.torch_dtype, "torch_dtype"))
+            throw ModelError(file_of[p.key()] + ": tensor '" + p.key() + "' is " + e.dtype + " but " + config_path +
+                             " says torch_dtype \"" + config.torch_dtype + "\"");
     }
     for (const auto& [name, e] : entries) {
         if (params.contains(name)) continue;

@@ -233,6 +233,19 @@ TEST(LlamaConfig, ParameterCountMatchesTheModel) {
     int64_t n = 0;
     for (const auto& p : m->parameters()) n += p.numel();
     EXPECT_EQ(n, llama_parameter_count(m->config()));
+    // Family traits that add parameters: biases, explicit head_dim, Gemma 2's extra norms.
+    for (const char* family : {"qwen2", "gemma2"}) {
+        LlamaConfig c = small_config(false);
+        c.model_type = family;
+        c.qkv_bias = std::string(family) == "qwen2";
+        c.attention_bias = c.mlp_bias = std::string(family) == "gemma2";
+        c.sandwich_norms = std::string(family) == "gemma2";
+        c.head_dim_size = 24;
+        LlamaForCausalLM fm(c);
+        int64_t fn = 0;
+        for (const auto& p : fm->parameters()) fn += p.numel();
+        EXPECT_EQ(fn, llama_parameter_count(c)) << family;
+    }
 }
 
 // ---------------------------------------------------------------- rotary embeddings
@@ -585,6 +598,11 @@ TEST(Pretrained, LoadsHalfPrecisionAndIgnoresRotaryBuffers) {
     for (const auto& p : m->named_parameters()) tensors[p.key()] = p.value().detach().to(torch::kBFloat16);
     tensors["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch::ones({8});
     safetensors_save(dir.str() + "/model.safetensors", tensors, {{"format", "pt"}});
+    // Tensors that contradict config.json's torch_dtype are refused, naming both.
+    expect_error_with([&] { load_pretrained(dir.str()); }, {"is BF16 but", "config.json says torch_dtype \"float32\""});
+    LlamaConfig c = m->config();
+    c.torch_dtype = "bfloat16";
+    llama_config_save(c, dir.str() + "/config.json");
     LlamaForCausalLM back = load_pretrained(dir.str());
     const auto params = back->named_parameters();
     EXPECT_EQ(params["model.norm.weight"].scalar_type(), torch::kFloat32);

@@ -43,7 +43,7 @@ struct LlamaConfig {
     int64_t eos_token_id = -1;              // first entry when config.json holds a list
     int64_t pad_token_id = -1;
     RopeScaling rope_scaling;
-    std::string torch_dtype = "float32";    // the checkpoint's dtype as config.json states it
+    std::string torch_dtype = "float32";    // the checkpoint's dtype as config.json states it ("" = not stated)
 
     // ---- family traits (set from model_type and config.json; defaults = Llama)
     int64_t head_dim_size = 0;              // explicit head_dim; 0 = hidden_size / num_attention_heads
