@@ -251,22 +251,22 @@ void BpeTokenizer::segment(std::string_view text, const EncodeOptions& options,
     }
     const Pipeline& pipeline = *pipeline_;
     std::vector<tokenizer_detail::Piece> pieces;
+    const std::function<void(std::string_view)> emit_piece = [&](std::string_view piece) { emit(-1, piece); };
     auto encode_stretch = [&](std::string_view stretch, bool at_input_start) {
-        const std::string normalized =
-            pipeline.normalizer ? pipeline.normalizer->apply(std::string(stretch)) : std::string(stretch);
+        // Without a normalizer the stretch is used in place (the common byte-level case).
+        std::string normalized_storage;
+        if (pipeline.normalizer) normalized_storage = pipeline.normalizer->apply(std::string(stretch));
+        const std::string_view normalized = pipeline.normalizer ? std::string_view(normalized_storage) : stretch;
         for (const tokenizer_detail::Segment& part :
              pipeline.normalized_tokens.split(normalized, options.match_special_tokens)) {
-            const std::string_view part_text = std::string_view(normalized).substr(part.start, part.end - part.start);
+            const std::string_view part_text = normalized.substr(part.start, part.end - part.start);
             if (part.id >= 0) {
                 emit(part.id, part_text);
                 continue;
             }
             pieces.clear();
             pieces.push_back(tokenizer_detail::Piece{std::string(part_text), at_input_start && part.start == 0});
-            pipeline.pre_tokenization.apply(pieces);
-            for (const tokenizer_detail::Piece& piece : pieces) {
-                if (!piece.text.empty()) emit(-1, piece.text);
-            }
+            pipeline.pre_tokenization.emit_pieces(pieces, emit_piece);
         }
     };
     for (const tokenizer_detail::Segment& part : pipeline.raw_tokens.split(text, options.match_special_tokens)) {

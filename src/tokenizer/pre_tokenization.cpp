@@ -1,5 +1,6 @@
 #include "pre_tokenization.h"
 
+#include "pre_tokenizer.h"
 #include "unicode.h"
 
 namespace h2tune::tokenizer_detail {
@@ -207,6 +208,43 @@ std::string pre_tokenizer_json(BpeTokenizer::PreTokenizer kind) {
 
 void PreTokenization::apply(std::vector<Piece>& pieces) const {
     for (const Step& step : steps_) apply_step(step, pieces);
+}
+
+}  // namespace h2tune::tokenizer_detail
+
+namespace h2tune::tokenizer_detail {
+
+void PreTokenization::emit_pieces(std::vector<Piece>& pieces, const std::function<void(std::string_view)>& emit) const {
+    if (steps_.empty() || steps_.back().kind == Step::Kind::Metaspace) {
+        apply(pieces);
+        for (const Piece& piece : pieces) {
+            if (!piece.text.empty()) emit(piece.text);
+        }
+        return;
+    }
+    for (std::size_t i = 0; i + 1 < steps_.size(); ++i) apply_step(steps_[i], pieces);
+    const Step& last = steps_.back();
+    const bool byte_level = last.kind == Step::Kind::ByteLevel;
+    const SplitBehavior behavior = byte_level ? SplitBehavior::Isolated : last.behavior;
+    const bool invert = byte_level ? false : last.invert;
+    BpeTokenizer::PreTokenizer kind;
+    const bool direct = last.pattern->is_hand_written(kind) && behavior == SplitBehavior::Isolated && !invert;
+    for (Piece& piece : pieces) {
+        if (byte_level && last.add_prefix_space && (piece.text.empty() || piece.text[0] != ' ')) {
+            piece.text.insert(0, 1, ' ');
+        }
+        const std::string_view text = piece.text;
+        if (text.empty()) continue;
+        if (byte_level && !last.use_regex) {
+            emit(text);
+        } else if (direct) {
+            for_each_piece(text, kind, emit);
+        } else {
+            for (const auto& [start, end] : split_spans(last.pattern->find_matches(text), behavior, invert)) {
+                emit(text.substr(start, end - start));
+            }
+        }
+    }
 }
 
 }  // namespace h2tune::tokenizer_detail

@@ -6,7 +6,9 @@
 // tokenizer component.
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <string_view>
 #include <string>
 #include <vector>
 
@@ -26,6 +28,9 @@ public:
     static PreTokenization from_json(const json& spec, const std::string& path, const JsonContext& context);
 
     void apply(std::vector<Piece>& pieces) const;
+    // apply, then `emit` for each non-empty piece; the last step hands out views instead of
+    // copies (the hot path of encode).
+    void emit_pieces(std::vector<Piece>& pieces, const std::function<void(std::string_view)>& emit) const;
     // A ByteLevel step ends the sequence: pieces are raw bytes to map through the byte alphabet.
     bool byte_level() const { return byte_level_; }
 

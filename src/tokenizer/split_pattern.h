@@ -36,6 +36,11 @@ public:
 
     // Spans covering `text` in order, matches flagged; an empty text gives one empty non-match.
     std::vector<Span> find_matches(std::string_view text) const;
+    // True (and the kind) for a hand-written matcher, which callers may run directly.
+    bool is_hand_written(BpeTokenizer::PreTokenizer& kind) const {
+        kind = hand_written_;
+        return kind_ == Kind::HandWritten;
+    }
 
 private:
     enum class Kind { Literal, Regex, HandWritten, Predicate };
