@@ -93,6 +93,50 @@ TEST_P(TokenizerReference, IdenticalToHuggingFace) {
     }
 }
 
+// The real files' regexes normally run on hand-written matchers. Wrapped in "(?:...)" they run on
+// the general regex engine instead, which must give the same ids on the whole corpus too.
+class RegexEngineReference : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(RegexEngineReference, IdenticalToHuggingFace) {
+    const std::string dir = reference_dir();
+    ASSERT_FALSE(dir.empty()) << "H2TUNE_TOKENIZER_REFERENCE is not set";
+    std::ifstream in(dir + "/" + GetParam() + ".json", std::ios::binary);
+    ASSERT_TRUE(in);
+    const nlohmann::json reference = nlohmann::json::parse(in);
+    std::ifstream file(reference["tokenizer_json"].get<std::string>(), std::ios::binary);
+    nlohmann::json doc = nlohmann::json::parse(file);
+    nlohmann::json& pre = doc["pre_tokenizer"];
+    if (pre["type"] == "ByteLevel") {  // GPT-2: the ByteLevel regex as an explicit Split
+        ASSERT_TRUE(pre["use_regex"].get<bool>());
+        const std::string gpt2 = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+        nlohmann::json byte_level = pre;
+        byte_level["use_regex"] = false;
+        pre = {{"type", "Sequence"},
+               {"pretokenizers", {{{"type", "Split"}, {"pattern", {{"Regex", gpt2}}}, {"behavior", "Isolated"},
+                                   {"invert", false}},
+                                  byte_level}}};
+    }
+    nlohmann::json& split = pre["pretokenizers"][0];
+    ASSERT_EQ(split["type"], "Split");
+    split["pattern"]["Regex"] = "(?:" + split["pattern"]["Regex"].get<std::string>() + ")";
+    const BpeTokenizer tokenizer = BpeTokenizer::from_json(doc.dump(), GetParam() + " (regex engine)");
+
+    Tally plain{"ids via the regex engine"};
+    const auto& cases = reference["cases"];
+    for (const auto& item : cases) {
+        const std::string text = item["text"].get<std::string>();
+        const auto want = item["ids"].get<std::vector<int32_t>>();
+        const auto got = tokenizer.encode(text, EncodeOptions::hugging_face(false));
+        plain.add(got == want, shown(text) + "\n      hf  " + ids_text(want) + "\n      ours " + ids_text(got));
+    }
+    std::cout << GetParam() << " " << plain.what << ": " << plain.identical << "/" << cases.size() << " identical\n";
+    for (const std::string& difference : plain.differences) std::cout << "    " << difference << "\n";
+    EXPECT_EQ(plain.identical, cases.size());
+}
+
+INSTANTIATE_TEST_SUITE_P(Files, RegexEngineReference, ::testing::Values("gpt2", "llama3", "qwen3"),
+                         [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
+
 INSTANTIATE_TEST_SUITE_P(Files, TokenizerReference, ::testing::Values("gpt2", "llama3", "qwen3", "gemma3"),
                          [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
