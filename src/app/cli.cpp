@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "h2tune/app/build_info.h"
+#include "h2tune/app/cmd_export.h"
 #include "h2tune/core/error.h"
 
 namespace h2tune {
@@ -19,7 +20,8 @@ void print_usage(std::ostream& os) {
           "  train      run a federated (or local) fine-tuning job from a job file\n"
           "  pretrain   pretrain a built-in foundation model on a text corpus\n"
           "  tokenizer  train a byte-level BPE tokenizer (tokenizer.json) on a corpus\n"
-          "  eval       evaluate a model (plus an optional adapter) on a task\n"
+          "  eval       evaluate a model (plus an optional adapter) on a task or a text's perplexity\n"
+          "  export     write a client's adapter as a PEFT adapter or a merged model directory\n"
           "  report     summarise metrics.h5 files as markdown and CSV tables\n"
           "\n"
           "'h2tune <command> --help' shows the options of a command; 'h2tune --version' the versions.\n";
@@ -54,8 +56,9 @@ int cli_main(int argc, char** argv) {
     if (command == "pretrain") return cmd_pretrain(args);
     if (command == "tokenizer") return cmd_tokenizer(args);
     if (command == "eval") return cmd_eval(args);
+    if (command == "export") return cmd_export(args);
     if (command == "report") return cmd_report(args);
-    throw ConfigError("unknown command '" + command + "' (expected train, pretrain, tokenizer, eval or report; see h2tune --help)");
+    throw ConfigError("unknown command '" + command + "' (expected train, pretrain, tokenizer, eval, export or report; see h2tune --help)");
 }
 
 }  // namespace h2tune

@@ -1,51 +1,144 @@
-// `h2tune eval`: accuracy of a model (plus an optional adapter) on a task, by label-likelihood
-// scoring and by greedy generation with exact match.
+// `h2tune eval`: a model (plus an optional adapter) evaluated two ways:
+//  * on a task: accuracy by label-likelihood scoring and by greedy generation with exact match;
+//  * on a text file (--perplexity): mean token NLL and perplexity, optionally with every scored
+//    token id and its log-probability written as JSON so another implementation can score the
+//    same ids (docs/export.md).
 #include <torch/torch.h>
 
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <set>
+#include <sstream>
 
 #include "h2tune/app/cli.h"
 #include "h2tune/app/command_options.h"
 #include "h2tune/core/error.h"
+#include "h2tune/io/checkpoint_dir.h"
 #include "h2tune/model/safetensors.h"
 #include "h2tune/train/adapted_model.h"
 #include "h2tune/tokenizer/bpe_tokenizer.h"
 #include "h2tune/train/evaluate.h"
+#include "h2tune/train/perplexity.h"
 
 namespace po = boost::program_options;
 namespace fs = std::filesystem;
 
 namespace h2tune {
 
-int cmd_eval(const Args& args) {
-    po::options_description desc("eval options");
-    desc.add_options()
-        ("model-dir", po::value<std::string>()->required(), "model directory (config.json, model.safetensors)")
-        ("tokenizer", po::value<std::string>(), "tokenizer.json (default: <model-dir>/tokenizer.json)")
-        ("task", po::value<std::string>(), "built-in task name (data/tasks/<task>/test.jsonl)")
-        ("test-file", po::value<std::string>(), "JSONL test file (instead of --task)")
-        ("labels", po::value<std::string>(), "comma-separated label set (default: task.json, else the outputs seen)")
-        ("adapter", po::value<std::string>(), "adapter safetensors written by 'h2tune train'")
-        ("limit", po::value<int64_t>()->default_value(0), "evaluate the first N examples (0 = all)")
-        ("max-seq-len", po::value<int>()->default_value(128), "maximum prompt + response tokens")
-        ("no-generate", po::bool_switch(), "skip greedy generation")
-        ("threads", po::value<int>()->default_value(0), "intra-op threads (0 = all cores)");
-    po::variables_map vm;
-    if (!parse_command_options("eval", "--model-dir DIR (--task NAME | --test-file FILE) [options]", desc, args, vm))
-        return kExitOk;
-    if (vm.count("task") == vm.count("test-file")) throw ConfigError("eval: give exactly one of --task and --test-file");
-    // LibTorch's default here is 1 thread; 0 means every core.
-    set_compute_threads(vm["threads"].as<int>());
+namespace {
 
-    const std::string model_dir = vm["model-dir"].as<std::string>();
-    const std::string tok_path = vm.count("tokenizer") ? vm["tokenizer"].as<std::string>()
-                                                       : (fs::path(model_dir) / "tokenizer.json").string();
-    BpeTokenizer tok = BpeTokenizer::from_file(tok_path);
-    LlamaForCausalLM model = load_pretrained(model_dir);
+// Default window of --perplexity: the model's context, capped so that a long-context checkpoint
+// (128k positions) does not need a quadratic attention matrix the size of the machine.
+constexpr int64_t kMaxDefaultContext = 4096;
 
+// Attaches the adapter file written by `h2tune train` (PEFT names, scale folded into B). Its rank
+// and module types come from the tensors themselves.
+void attach_saved_adapter(LlamaForCausalLM& model, const std::string& path) {
+    auto tensors = safetensors_load(path);
+    std::set<std::string> types;
+    int64_t rank = 0;
+    for (const auto& [name, t] : tensors) {
+        for (size_t m = 0; m < llama_projection_names().size(); ++m)
+            if (name.find("." + llama_projection_names()[m] + ".lora_A") != std::string::npos) {
+                types.insert(adapter_module_types()[m]);
+                rank = t.size(0);
+            }
+    }
+    if (types.empty() || rank == 0) throw ModelError(path + ": no LoRA tensors found");
+    // B already carries the scale, so attach with alpha = r (scale 1).
+    AdaptedModel adapted = attach_adapters(model, {types.begin(), types.end()}, rank, static_cast<double>(rank), 0);
+    load_adapter(adapted, path);
+}
+
+std::string read_whole_file(const std::string& path, const std::string& option) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw DataError(option + " " + path + ": cannot open the file");
+    std::ostringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+void write_text_atomically(const std::string& path, const std::string& text) {
+    const fs::path parent = fs::path(path).parent_path();
+    std::error_code ec;
+    if (!parent.empty()) fs::create_directories(parent, ec);
+    if (ec) throw IoError(parent.string() + ": cannot create directory: " + ec.message());
+    const std::string tmp = path + ".tmp";
+    {
+        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+        out << text;
+        if (!out.flush()) throw IoError(tmp + ": cannot write");
+    }
+    publish_file(tmp, path);
+}
+
+int eval_perplexity(const po::variables_map& vm, LlamaForCausalLM& model, const BpeTokenizer& tok,
+                    const std::string& model_dir, const std::string& tok_path) {
+    const std::string text_file = vm["perplexity"].as<std::string>();
+    const std::string text = read_whole_file(text_file, "--perplexity");
+    if (text.empty()) throw DataError("--perplexity " + text_file + ": the file is empty");
+
+    // The whole file is one document. It starts with the BOS id the model was trained with
+    // (config.json's bos_token_id, else the tokenizer's), which is context only, never scored.
+    const LlamaConfig& cfg = model->config();
+    int64_t bos = -1;
+    if (!vm["no-bos"].as<bool>()) bos = cfg.bos_token_id >= 0 ? cfg.bos_token_id : tok.bos_id();
+    std::vector<int32_t> ids;
+    if (bos >= 0) ids.push_back(static_cast<int32_t>(bos));
+    const std::vector<int32_t> body = tok.encode(text);
+    ids.insert(ids.end(), body.begin(), body.end());
+
+    int64_t context = vm["context"].as<int64_t>();
+    if (context < 0) throw ConfigError("--context: must be >= 2 (or 0 for the model's), got " + std::to_string(context));
+    if (context == 0) context = std::min(cfg.max_position_embeddings, kMaxDefaultContext);
+    if (context > cfg.max_position_embeddings)
+        throw ConfigError("--context " + std::to_string(context) + ": exceeds the model's max_position_embeddings " +
+                          std::to_string(cfg.max_position_embeddings));
+    int64_t stride = vm["stride"].as<int64_t>();
+    if (stride == 0) stride = std::max<int64_t>(1, context / 2);
+
+    const auto t0 = std::chrono::steady_clock::now();
+    const TokenLogProbs scores = score_token_sequence(model, ids, context, stride);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("perplexity %s: %zu tokens scored in %zu window(s) of <= %lld tokens (stride %lld), bos %s\n",
+                text_file.c_str(), scores.logprob.size(), scores.windows.size(), static_cast<long long>(context),
+                static_cast<long long>(stride), bos >= 0 ? std::to_string(bos).c_str() : "none");
+    std::printf("mean NLL %.6f  perplexity %.4f  %.1fs\n", scores.mean_nll, scores.perplexity, seconds);
+
+    if (vm.count("json")) {
+        nlohmann::json windows = nlohmann::json::array();
+        for (const auto& w : scores.windows) windows.push_back({w.begin, w.end, w.score_from});
+        nlohmann::json j = {
+            {"format", "h2tune-token-logprobs-1"},
+            {"text_file", fs::absolute(text_file).string()},
+            {"model_dir", fs::absolute(model_dir).string()},
+            {"tokenizer", fs::absolute(tok_path).string()},
+            {"adapter", vm.count("adapter") ? nlohmann::json(fs::absolute(vm["adapter"].as<std::string>()).string())
+                                            : nlohmann::json(nullptr)},
+            {"bos_id", bos >= 0 ? nlohmann::json(bos) : nlohmann::json(nullptr)},
+            {"context", context},
+            {"stride", stride},
+            {"windows", windows},
+            {"ids", ids},
+            {"logprobs", scores.logprob},
+            {"tokens_scored", scores.logprob.size()},
+            {"total_logprob", scores.total},
+            {"mean_nll", scores.mean_nll},
+            {"perplexity", scores.perplexity},
+        };
+        const std::string out = vm["json"].as<std::string>();
+        write_text_atomically(out, j.dump(1) + "\n");
+        std::printf("token log-probabilities in %s\n", out.c_str());
+    }
+    return kExitOk;
+}
+
+int eval_task(const po::variables_map& vm, LlamaForCausalLM& model, const BpeTokenizer& tok) {
     std::string test_file, task_file;
     if (vm.count("task")) {
         const fs::path dir = fs::path("data/tasks") / vm["task"].as<std::string>();
@@ -63,24 +156,6 @@ int cmd_eval(const Args& args) {
     }
     if (labels.empty()) labels = distinct_outputs(test);
 
-    if (vm.count("adapter")) {
-        const std::string path = vm["adapter"].as<std::string>();
-        auto tensors = safetensors_load(path);
-        std::set<std::string> types;
-        int64_t rank = 0;
-        for (const auto& [name, t] : tensors) {
-            for (size_t m = 0; m < llama_projection_names().size(); ++m)
-                if (name.find("." + llama_projection_names()[m] + ".lora_A") != std::string::npos) {
-                    types.insert(adapter_module_types()[m]);
-                    rank = t.size(0);
-                }
-        }
-        if (types.empty() || rank == 0) throw ModelError(path + ": no LoRA tensors found");
-        // B already carries the scale, so attach with alpha = r (scale 1).
-        AdaptedModel adapted = attach_adapters(model, {types.begin(), types.end()}, rank, static_cast<double>(rank), 0);
-        load_adapter(adapted, path);
-    }
-
     auto encoded = encode_examples(test, tok, vm["max-seq-len"].as<int>(), test_file);
     std::vector<std::string> refs;
     for (const auto& e : test) refs.push_back(e.output);
@@ -95,6 +170,54 @@ int cmd_eval(const Args& args) {
     if (r.accuracy_generate >= 0) std::printf("  accuracy(generate) %.4f", r.accuracy_generate);
     std::printf("  %.1fs\n", seconds);
     return kExitOk;
+}
+
+}  // namespace
+
+int cmd_eval(const Args& args) {
+    po::options_description desc("eval options");
+    desc.add_options()
+        ("model-dir", po::value<std::string>()->required(), "model directory (config.json, model.safetensors)")
+        ("tokenizer", po::value<std::string>(), "tokenizer.json (default: <model-dir>/tokenizer.json)")
+        ("task", po::value<std::string>(), "built-in task name (data/tasks/<task>/test.jsonl)")
+        ("test-file", po::value<std::string>(), "JSONL test file (instead of --task)")
+        ("perplexity", po::value<std::string>(), "text file: mean token NLL and perplexity (instead of a task)")
+        ("json", po::value<std::string>(), "with --perplexity: write the scored ids and per-token log-probs here")
+        ("context", po::value<int64_t>()->default_value(0),
+         "with --perplexity: window length in tokens (0 = the model's max_position_embeddings, at most 4096)")
+        ("stride", po::value<int64_t>()->default_value(0),
+         "with --perplexity: tokens a window advances by (0 = context / 2)")
+        ("no-bos", po::bool_switch(), "with --perplexity: do not start the document with the BOS id")
+        ("labels", po::value<std::string>(), "comma-separated label set (default: task.json, else the outputs seen)")
+        ("adapter", po::value<std::string>(), "adapter safetensors written by 'h2tune train'")
+        ("limit", po::value<int64_t>()->default_value(0), "evaluate the first N examples (0 = all)")
+        ("max-seq-len", po::value<int>()->default_value(128), "maximum prompt + response tokens")
+        ("no-generate", po::bool_switch(), "skip greedy generation")
+        ("threads", po::value<int>()->default_value(0), "intra-op threads (0 = all cores)");
+    po::variables_map vm;
+    if (!parse_command_options("eval", "--model-dir DIR (--task NAME | --test-file FILE | --perplexity FILE) [options]",
+                               desc, args, vm))
+        return kExitOk;
+    const size_t modes = vm.count("task") + vm.count("test-file") + vm.count("perplexity");
+    if (modes != 1) throw ConfigError("eval: give exactly one of --task, --test-file and --perplexity");
+    const bool perplexity = vm.count("perplexity") > 0;
+    if (!perplexity) {
+        const bool given[] = {vm.count("json") > 0, !vm["context"].defaulted(), !vm["stride"].defaulted(),
+                              vm["no-bos"].as<bool>()};
+        const char* names[] = {"--json", "--context", "--stride", "--no-bos"};
+        for (size_t i = 0; i < 4; ++i)
+            if (given[i]) throw ConfigError(std::string("eval: ") + names[i] + " needs --perplexity");
+    }
+    // LibTorch's default here is 1 thread; 0 means every core.
+    set_compute_threads(vm["threads"].as<int>());
+
+    const std::string model_dir = vm["model-dir"].as<std::string>();
+    const std::string tok_path = vm.count("tokenizer") ? vm["tokenizer"].as<std::string>()
+                                                       : (fs::path(model_dir) / "tokenizer.json").string();
+    BpeTokenizer tok = BpeTokenizer::from_file(tok_path);
+    LlamaForCausalLM model = load_pretrained(model_dir);
+    if (vm.count("adapter")) attach_saved_adapter(model, vm["adapter"].as<std::string>());
+    return perplexity ? eval_perplexity(vm, model, tok, model_dir, tok_path) : eval_task(vm, model, tok);
 }
 
 }  // namespace h2tune
