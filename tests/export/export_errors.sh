@@ -9,9 +9,12 @@ rm -rf "$WORK"; mkdir -p "$WORK"
 # A run directory without its adapters (as a stopped run leaves it), and one that claims FLoRA.
 mkdir -p "$WORK/no_adapters" && cp "$RUN/job.ini" "$WORK/no_adapters/"
 mkdir -p "$WORK/flora" && cp -r "$RUN/job.ini" "$RUN/adapters" "$WORK/flora/"
-sed -i 's/^run\.method = .*/run.method = flora/' "$WORK/flora/job.ini"
-grep -q '^run\.method = flora$' "$WORK/flora/job.ini" || { echo "FAIL: could not set run.method in $WORK/flora/job.ini"; exit 1; }
+sed -i '/^\[run\]/,/^\[/ s/^method = .*/method = flora/' "$WORK/flora/job.ini"
+grep -q '^method = flora$' "$WORK/flora/job.ini" || { echo "FAIL: could not set run.method in $WORK/flora/job.ini"; exit 1; }
 mkdir -p "$WORK/empty_dir"
+model_dir_of() {  # model_dir_of JOB_INI K: client K's model_dir in a resolved job file
+  awk -v want="[client.$2]" '/^\[/ { in_client = ($0 == want) } in_client && /^model_dir = / { print $3 }' "$1"
+}
 
 # name | exit code | regex for the error line | arguments after `export`
 CASES=(
@@ -25,7 +28,7 @@ CASES=(
 "missing_option|2|the option '--client' is required|--run $RUN --out $WORK/out"
 "out_is_base|2|--out .*: is the client's base model directory|--run $RUN --client 0 --out @BASE@"
 )
-base=$(sed -n 's/^client\.0\.model_dir = //p' "$RUN/job.ini")
+base=$(model_dir_of "$RUN/job.ini" 0)
 failed=0
 for c in "${CASES[@]}"; do
   IFS='|' read -r name code regex argv <<<"$c"

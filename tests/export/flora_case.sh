@@ -9,7 +9,8 @@ set -euo pipefail
 H2TUNE=$1 RUN=$2 CLIENT=$3 TASK=$4 EXAMPLES=$5 MAX_SEQ_LEN=$6 TEXT=$7 WORK=$8
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."  # repository root: data/tasks resolves from here
 rm -rf "$WORK"; mkdir -p "$WORK"
-base=$(sed -n "s/^client\.$CLIENT\.model_dir = //p" "$RUN/job.ini")
+base=$(awk -v want="[client.$CLIENT]" '/^\[/ { in_client = ($0 == want) } in_client && /^model_dir = / { print $3 }' \
+       "$RUN/job.ini")
 [[ -n $base ]] || { echo "FAIL: no client.$CLIENT.model_dir in $RUN/job.ini"; exit 1; }
 
 "$H2TUNE" export --run "$RUN" --client "$CLIENT" --out "$WORK/merged" --merged
