@@ -116,3 +116,8 @@ foreach(case ${_reference_cases})
   set_tests_properties(reference_export_${name} PROPERTIES LABELS "reference" FIXTURES_REQUIRED "${requires}"
                        TIMEOUT 300)
 endforeach()
+# A bfloat16 base: the merged export stays BF16 and serves the same in transformers and h2tune.
+add_test(NAME reference_export_merged_bf16
+         COMMAND bash ${_export_src}/bf16_case.sh $<TARGET_FILE:h2tune> ${H2TUNE_REFENV_PYTHON} ${H2TUNE_TEST_MODEL}
+                 ${_export_run} ${_export_text} ${_export_out}/bf16)
+set_tests_properties(reference_export_merged_bf16 PROPERTIES LABELS "reference" FIXTURES_REQUIRED smoke_run TIMEOUT 300)
