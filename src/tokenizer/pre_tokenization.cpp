@@ -100,7 +100,7 @@ void PreTokenization::read_step(const json& spec, const std::string& path, const
                 context.boolean(spec, "add_prefix_space", true, path) ? PrependScheme::Always : PrependScheme::Never;
         }
     } else if (type == "Whitespace") {
-        step.pattern = std::make_shared<const SplitPattern>(SplitPattern::regex(R"(\w+|[^\w\s]+)"));
+        step.pattern = std::make_shared<const SplitPattern>(SplitPattern::word_runs());
         step.behavior = SplitBehavior::Removed;
         step.invert = true;
     } else if (type == "WhitespaceSplit") {

@@ -34,10 +34,16 @@ constexpr uint32_t kSymbols = bit(GeneralCategory::Sm) | bit(GeneralCategory::Sc
 constexpr uint32_t kSeparators = bit(GeneralCategory::Zs) | bit(GeneralCategory::Zl) | bit(GeneralCategory::Zp);
 constexpr uint32_t kOthers = bit(GeneralCategory::Cc) | bit(GeneralCategory::Cf) | bit(GeneralCategory::Cs) |
                              bit(GeneralCategory::Co) | bit(GeneralCategory::Cn);
-// \w in Oniguruma's Unicode mode: letters, marks, decimal digits, connector punctuation.
-constexpr uint32_t kWord = kLetters | kMarks | bit(GeneralCategory::Nd) | bit(GeneralCategory::Pc);
+// \w in Oniguruma's Unicode mode, as measured against Hugging Face's Oniguruma on every code
+// point: letters, marks, decimal and letter numbers, connector punctuation, the circled and
+// squared Latin letters (Other_Alphabetic symbols) and Latin-1's superscripts and fractions.
+constexpr uint32_t kWord = kLetters | kMarks | bit(GeneralCategory::Nd) | bit(GeneralCategory::Nl) |
+                           bit(GeneralCategory::Pc);
 
-bool is_word_char(uint32_t c) { return (category_bit(c) & kWord) != 0; }
+bool is_word_char(uint32_t c) {
+    if ((category_bit(c) & kWord) != 0) return true;
+    return c == 0xB2 || c == 0xB3 || c == 0xB9 || (c >= 0xBC && c <= 0xBE) || is_alphabetic_symbol(c);
+}
 
 struct CharSet {
     struct CategoryItem {
@@ -47,6 +53,7 @@ struct CharSet {
     std::vector<std::pair<uint32_t, uint32_t>> ranges;
     std::vector<CategoryItem> categories;
     bool space = false, not_space = false;
+    bool word = false, not_word = false;
     bool negated = false;
     bool icase = false;
 
@@ -59,7 +66,12 @@ struct CharSet {
             if (((cat & item.mask) != 0) != item.negated) return true;
         }
         const bool white = c != kInvalidChar && is_white_space(c);
-        return (space && white) || (not_space && !white);
+        if ((space && white) || (not_space && !white)) return true;
+        if (word || not_word) {
+            const bool is_word = c != kInvalidChar && is_word_char(c);
+            if ((word && is_word) || (not_word && !is_word)) return true;
+        }
+        return false;
     }
 
     bool matches(uint32_t c) const {
@@ -461,10 +473,10 @@ private:
                 set.categories.push_back({bit(GeneralCategory::Nd), true});
                 return true;
             case 'w':
-                set.categories.push_back({kWord, false});
+                set.word = true;
                 return true;
             case 'W':
-                set.categories.push_back({kWord, true});
+                set.not_word = true;
                 return true;
             case 'h':
             case 'H': {

@@ -44,6 +44,32 @@ SplitPattern SplitPattern::predicate(bool (*predicate)(uint32_t)) {
     return pattern;
 }
 
+SplitPattern SplitPattern::word_runs() {
+    SplitPattern pattern;
+    pattern.kind_ = Kind::WordRuns;
+    return pattern;
+}
+
+namespace {
+
+enum class RunClass { Word, Space, Other };
+
+RunClass run_class(const Utf8Char& c) {
+    if (!c.valid) return RunClass::Other;
+    const uint32_t cp = c.code_point;
+    if (is_white_space(cp)) return RunClass::Space;
+    switch (general_category(cp)) {
+        case GeneralCategory::Lu: case GeneralCategory::Ll: case GeneralCategory::Lt: case GeneralCategory::Lm:
+        case GeneralCategory::Lo: case GeneralCategory::Mn: case GeneralCategory::Mc: case GeneralCategory::Me:
+        case GeneralCategory::Nd: case GeneralCategory::Nl: case GeneralCategory::Pc:
+            return RunClass::Word;
+        default:
+            return cp == 0x200C || cp == 0x200D || is_alphabetic_symbol(cp) ? RunClass::Word : RunClass::Other;
+    }
+}
+
+}  // namespace
+
 std::vector<Span> SplitPattern::find_matches(std::string_view text) const {
     std::vector<Span> spans;
     if (text.empty()) {
@@ -74,6 +100,20 @@ std::vector<Span> SplitPattern::find_matches(std::string_view text) const {
                 const auto start = static_cast<std::size_t>(piece.data() - text.data());
                 add_match(previous_end, start, start + piece.size());
             });
+            break;
+        case Kind::WordRuns:
+            for (std::size_t pos = 0; pos < text.size();) {
+                const Utf8Char first = decode_utf8(text, pos);
+                const RunClass cls = run_class(first);
+                std::size_t end = pos + first.length;
+                while (end < text.size()) {
+                    const Utf8Char c = decode_utf8(text, end);
+                    if (run_class(c) != cls) break;
+                    end += c.length;
+                }
+                if (cls != RunClass::Space) add_match(previous_end, pos, end);
+                pos = end;
+            }
             break;
         case Kind::Predicate:
             for (std::size_t pos = 0; pos < text.size();) {

@@ -33,6 +33,10 @@ public:
     static SplitPattern hand_written(BpeTokenizer::PreTokenizer kind);
     // Every character for which `predicate` holds is a match of its own.
     static SplitPattern predicate(bool (*predicate)(uint32_t));
+    // \w+|[^\w\s]+ with the Rust regex crate's \w (Unicode Alphabetic, marks, decimal digits,
+    // connector punctuation, Join_Control): Hugging Face's Whitespace pre-tokenizer uses that crate,
+    // not Oniguruma.
+    static SplitPattern word_runs();
 
     // Spans covering `text` in order, matches flagged; an empty text gives one empty non-match.
     std::vector<Span> find_matches(std::string_view text) const;
@@ -43,7 +47,7 @@ public:
     }
 
 private:
-    enum class Kind { Literal, Regex, HandWritten, Predicate };
+    enum class Kind { Literal, Regex, HandWritten, Predicate, WordRuns };
     Kind kind_ = Kind::Literal;
     std::string literal_;
     std::shared_ptr<const Regex> regex_;

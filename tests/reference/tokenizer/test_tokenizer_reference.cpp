@@ -1,5 +1,5 @@
 // h2tune's tokenizer against Hugging Face `tokenizers` on the reference corpus: for GPT-2,
-// Llama 3, Qwen3 and Gemma 3, every string's ids with and without special tokens and the decode
+// Llama 3, Qwen3, Gemma 3 and files h2tune's trainer wrote, every string's ids with and without special tokens and the decode
 // of Hugging Face's ids must be identical to what hf_reference.py recorded. Prints identical/total
 // per tokenizer and lists the first differing strings with both id lists.
 #include <gtest/gtest.h>
@@ -33,6 +33,38 @@ std::string ids_text(const std::vector<int32_t>& ids) {
 std::string shown(const std::string& text) {
     const std::string quoted = nlohmann::json(text).dump();
     return quoted.size() > 160 ? quoted.substr(0, 160) + "...\"" : quoted;
+}
+
+void append_utf8(uint32_t cp, std::string& out) {
+    if (cp < 0x80) {
+        out += static_cast<char>(cp);
+    } else if (cp < 0x800) {
+        out += static_cast<char>(0xC0 | (cp >> 6));
+        out += static_cast<char>(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+        out += static_cast<char>(0xE0 | (cp >> 12));
+        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+        out += static_cast<char>(0x80 | (cp & 0x3F));
+    } else {
+        out += static_cast<char>(0xF0 | (cp >> 18));
+        out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+        out += static_cast<char>(0x80 | (cp & 0x3F));
+    }
+}
+
+// Valid UTF-8 (the pieces of a valid text) to code points.
+std::vector<uint32_t> decode_utf8(const std::string& text) {
+    std::vector<uint32_t> out;
+    for (std::size_t i = 0; i < text.size();) {
+        const auto lead = static_cast<unsigned char>(text[i]);
+        const int length = lead < 0x80 ? 1 : lead < 0xE0 ? 2 : lead < 0xF0 ? 3 : 4;
+        uint32_t cp = length == 1 ? lead : lead & (0xFF >> (length + 1));
+        for (int k = 1; k < length; ++k) cp = (cp << 6) | (static_cast<unsigned char>(text[i + k]) & 0x3F);
+        out.push_back(cp);
+        i += static_cast<std::size_t>(length);
+    }
+    return out;
 }
 
 struct Tally {
@@ -137,7 +169,57 @@ TEST_P(RegexEngineReference, IdenticalToHuggingFace) {
 INSTANTIATE_TEST_SUITE_P(Files, RegexEngineReference, ::testing::Values("gpt2", "llama3", "qwen3"),
                          [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
-INSTANTIATE_TEST_SUITE_P(Files, TokenizerReference, ::testing::Values("gpt2", "llama3", "qwen3", "gemma3"),
+// Character classes code point by code point: what h2tune's regex engine matches of every assigned
+// code point (and slices of the unassigned and private-use planes) must be what Hugging Face's
+// Oniguruma matched (regex_classes.json).
+TEST(RegexClassReference, EveryCodePointLikeOniguruma) {
+    const std::string dir = reference_dir();
+    ASSERT_FALSE(dir.empty()) << "H2TUNE_TOKENIZER_REFERENCE is not set";
+    std::ifstream in(dir + "/regex_classes.json", std::ios::binary);
+    ASSERT_TRUE(in);
+    const nlohmann::json recorded = nlohmann::json::parse(in);
+    const nlohmann::json& classes = recorded["classes"];
+    std::string text;  // the probed code points in order (planes 0-3 and 14 whole, slices of the rest)
+    for (const auto& range : recorded["probed"]) {
+        for (uint32_t cp = range[0].get<uint32_t>(); cp <= range[1].get<uint32_t>(); ++cp) append_utf8(cp, text);
+    }
+    nlohmann::json vocab;
+    for (int b = 0; b < 256; ++b) vocab[BpeTokenizer::byte_to_unicode()[b]] = b;
+    std::size_t identical = 0;
+    for (const auto& [pattern, ranges] : classes.items()) {
+        // Removed + invert keeps exactly the matches.
+        const nlohmann::json doc = {
+            {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}},
+            {"pre_tokenizer",
+             {{"type", "Sequence"},
+              {"pretokenizers",
+               {{{"type", "Split"}, {"pattern", {{"Regex", pattern}}}, {"behavior", "Removed"}, {"invert", true}},
+                {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}}}};
+        const BpeTokenizer tokenizer = BpeTokenizer::from_json(doc.dump(), "class " + pattern);
+        std::vector<std::pair<uint32_t, uint32_t>> got;
+        for (const std::string& piece : tokenizer.model_pieces(text)) {
+            for (uint32_t cp : decode_utf8(piece)) {
+                if (!got.empty() && got.back().second + 1 == cp) {
+                    got.back().second = cp;
+                } else {
+                    got.emplace_back(cp, cp);
+                }
+            }
+        }
+        const auto want = ranges.get<std::vector<std::pair<uint32_t, uint32_t>>>();
+        if (got == want) {
+            ++identical;
+        } else {
+            ADD_FAILURE() << pattern << ": " << want.size() << " ranges in Oniguruma, " << got.size() << " in h2tune";
+        }
+    }
+    std::cout << "regex classes identical on every probed code point: " << identical << "/" << classes.size() << "\n";
+}
+
+// The four real files, then files written by h2tune's trainer (train_reference_tokenizers).
+INSTANTIATE_TEST_SUITE_P(Files, TokenizerReference,
+                         ::testing::Values("gpt2", "llama3", "qwen3", "gemma3", "trained_gpt2", "trained_llama3",
+                                           "trained_qwen2", "trained_gpt2_digits"),
                          [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
 }  // namespace
