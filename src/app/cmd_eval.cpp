@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <map>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -36,10 +38,56 @@ namespace {
 // (128k positions) does not need a quadratic attention matrix the size of the machine.
 constexpr int64_t kMaxDefaultContext = 4096;
 
-// Attaches the adapter file written by `h2tune train` (PEFT names, scale folded into B). Its rank
-// and module types come from the tensors themselves.
+std::string read_whole_file(const std::string& path, const std::string& option) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw DataError(option + " " + path + ": cannot open the file");
+    std::ostringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+// The tensors of a PEFT LoRA adapter directory (`h2tune export` writes one) under the names
+// `h2tune train` uses, with PEFT's scaling lora_alpha / r (or / sqrt(r) with rsLoRA) folded into
+// lora_B as in h2tune's own adapter files.
+std::map<std::string, torch::Tensor> read_peft_adapter_dir(const fs::path& dir) {
+    const fs::path config_path = dir / "adapter_config.json";
+    const fs::path weights_path = dir / "adapter_model.safetensors";
+    if (!fs::exists(config_path) || !fs::exists(weights_path))
+        throw ModelError("--adapter " + dir.string() + ": a directory must hold adapter_config.json and "
+                         "adapter_model.safetensors (a PEFT LoRA adapter)");
+    nlohmann::json cfg;
+    double scale = 1.0;
+    try {
+        cfg = nlohmann::json::parse(read_whole_file(config_path.string(), "--adapter"));
+        if (cfg.value("peft_type", "") != "LORA") throw ModelError(config_path.string() + ": peft_type is not \"LORA\"");
+        if (cfg.value("use_dora", false) || cfg.value("bias", "none") != "none" || cfg.value("fan_in_fan_out", false))
+            throw ModelError(config_path.string() + ": DoRA, LoRA biases and fan_in_fan_out are not supported");
+        if (!cfg.value("rank_pattern", nlohmann::json::object()).empty() ||
+            !cfg.value("alpha_pattern", nlohmann::json::object()).empty())
+            throw ModelError(config_path.string() + ": per-module rank_pattern/alpha_pattern are not supported");
+        const double r = cfg.at("r").get<double>(), lora_alpha = cfg.at("lora_alpha").get<double>();
+        if (!(r > 0)) throw ModelError(config_path.string() + ": r must be positive");
+        scale = cfg.value("use_rslora", false) ? lora_alpha / std::sqrt(r) : lora_alpha / r;
+    } catch (const nlohmann::json::exception& e) {
+        throw ModelError(config_path.string() + ": " + e.what());
+    }
+    const std::string prefix = "base_model.model.";
+    std::map<std::string, torch::Tensor> out;
+    for (auto& [name, t] : safetensors_load(weights_path.string())) {
+        if (name.compare(0, prefix.size(), prefix) != 0)
+            throw ModelError(weights_path.string() + ": tensor '" + name + "' lacks PEFT's '" + prefix + "' prefix");
+        const std::string own = name.substr(prefix.size());
+        const bool is_b = own.find(".lora_B.") != std::string::npos;
+        out[own] = is_b && scale != 1.0 ? t.to(torch::kFloat32) * scale : t;
+    }
+    return out;
+}
+
+// Attaches an adapter: the file written by `h2tune train` (PEFT names, scale folded into B) or a
+// PEFT LoRA adapter directory. Its rank and module types come from the tensors themselves.
 void attach_saved_adapter(LlamaForCausalLM& model, const std::string& path) {
-    auto tensors = safetensors_load(path);
+    const bool peft_dir = fs::is_directory(path);
+    auto tensors = peft_dir ? read_peft_adapter_dir(path) : safetensors_load(path);
     std::set<std::string> types;
     int64_t rank = 0;
     for (const auto& [name, t] : tensors) {
@@ -52,16 +100,25 @@ void attach_saved_adapter(LlamaForCausalLM& model, const std::string& path) {
     if (types.empty() || rank == 0) throw ModelError(path + ": no LoRA tensors found");
     // B already carries the scale, so attach with alpha = r (scale 1).
     AdaptedModel adapted = attach_adapters(model, {types.begin(), types.end()}, rank, static_cast<double>(rank), 0);
-    load_adapter(adapted, path);
+    if (!peft_dir) {
+        load_adapter(adapted, path);
+        return;
+    }
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < adapted.adapters.size(); ++i) {
+        auto& ad = adapted.adapters[i];
+        const auto a = tensors.find(adapted.names[i] + ".lora_A.weight");
+        const auto b = tensors.find(adapted.names[i] + ".lora_B.weight");
+        if (a == tensors.end() || b == tensors.end())
+            throw ModelError(path + ": adapter tensors for " + adapted.names[i] + " are missing");
+        if (!a->second.sizes().equals(ad->lora_A.sizes()) || !b->second.sizes().equals(ad->lora_B.sizes()))
+            throw ModelError(path + ": adapter " + adapted.names[i] + " has rank or shape different from the model's");
+        ad->lora_A.copy_(a->second.to(torch::kFloat32));
+        ad->lora_B.copy_(b->second.to(torch::kFloat32));  // attached with scale 1; PEFT's scale is in B
+        ad->set_middle({});
+    }
 }
 
-std::string read_whole_file(const std::string& path, const std::string& option) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw DataError(option + " " + path + ": cannot open the file");
-    std::ostringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
 
 void write_text_atomically(const std::string& path, const std::string& text) {
     const fs::path parent = fs::path(path).parent_path();
@@ -189,7 +246,8 @@ int cmd_eval(const Args& args) {
          "with --perplexity: tokens a window advances by (0 = context / 2)")
         ("no-bos", po::bool_switch(), "with --perplexity: do not start the document with the BOS id")
         ("labels", po::value<std::string>(), "comma-separated label set (default: task.json, else the outputs seen)")
-        ("adapter", po::value<std::string>(), "adapter safetensors written by 'h2tune train'")
+        ("adapter", po::value<std::string>(), "adapter safetensors written by 'h2tune train', or a PEFT LoRA adapter "
+                                              "directory ('h2tune export')")
         ("limit", po::value<int64_t>()->default_value(0), "evaluate the first N examples (0 = all)")
         ("max-seq-len", po::value<int>()->default_value(128), "maximum prompt + response tokens")
         ("no-generate", po::bool_switch(), "skip greedy generation")

@@ -78,6 +78,17 @@ add_test(NAME e2e_export_merged_equals_adapter
                  --same-as ${_export_out}/adapter.json --tolerance 1e-4)
 set_tests_properties(e2e_export_merged_equals_adapter PROPERTIES LABELS "e2e"
                      FIXTURES_REQUIRED "perplexity_merged;perplexity_adapter")
+# h2tune reads the exported PEFT directory back (--adapter DIR) and scores exactly as the run's file.
+add_test(NAME e2e_perplexity_peft_dir
+         COMMAND h2tune eval --model-dir ${H2TUNE_TEST_MODEL} --perplexity ${_export_text}
+                 --adapter ${_export_out}/client1_adapter --json ${_export_out}/peft_dir.json --threads 1)
+set_tests_properties(e2e_perplexity_peft_dir PROPERTIES LABELS "e2e" FIXTURES_REQUIRED export_adapter
+                     FIXTURES_SETUP perplexity_peft_dir TIMEOUT 300)
+add_test(NAME e2e_export_peft_dir_equals_adapter
+         COMMAND /usr/bin/python3 ${_export_src}/check_logprobs_json.py ${_export_out}/peft_dir.json
+                 --same-as ${_export_out}/adapter.json --tolerance 0)
+set_tests_properties(e2e_export_peft_dir_equals_adapter PROPERTIES LABELS "e2e"
+                     FIXTURES_REQUIRED "perplexity_peft_dir;perplexity_adapter")
 # Out-of-range client, missing run directory or adapter file, FLoRA without --merged, ...
 add_test(NAME e2e_export_errors
          COMMAND bash ${_export_src}/export_errors.sh $<TARGET_FILE:h2tune> ${_export_run} ${_export_out}/errors)
