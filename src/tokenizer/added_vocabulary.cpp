@@ -87,14 +87,17 @@ std::vector<Segment> AddedTokenMatcher::split(std::string_view text, bool match_
             continue;
         }
         std::size_t start = pos;
-        pos = stop;  // the search resumes after the match even when it is discarded
+        // The search resumes right after the match, even when it is discarded, and even when
+        // rstrip below takes white space beyond it: like Hugging Face's Aho-Corasick iteration,
+        // added tokens inside that white space are still found.
+        pos = stop;
         const AddedTokenRule& rule = rules_[index];
         if (rule.special && !match_special) continue;
-        if (rule.single_word) {
+        if (rule.single_word) {  // no word character (Rust regex \w) may touch the token
             const uint32_t before = char_before(text, start);
             const Utf8Char after = stop < text.size() ? decode_utf8(text, stop) : Utf8Char{0, 1, false};
-            const bool word_before = before != 0 && is_alphanumeric(before);
-            const bool word_after = after.valid && is_alphanumeric(after.code_point);
+            const bool word_before = before != 0 && is_rust_word_char(before);
+            const bool word_after = after.valid && is_rust_word_char(after.code_point);
             if (word_before || word_after) continue;
         }
         if (rule.lstrip) start = std::max(white_space_start_before(text, start), start_offset);
@@ -102,7 +105,6 @@ std::vector<Segment> AddedTokenMatcher::split(std::string_view text, bool match_
         if (start_offset < start) segments.push_back(Segment{start_offset, start, -1});
         segments.push_back(Segment{start, stop, rule.id});
         start_offset = stop;
-        pos = std::max(pos, stop);
     }
     if (start_offset < text.size()) segments.push_back(Segment{start_offset, text.size(), -1});
     return segments;

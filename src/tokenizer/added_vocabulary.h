@@ -29,7 +29,8 @@ public:
     void add(std::string_view pattern, const AddedTokenRule& rule);
     bool empty() const { return rules_.empty(); }
 
-    // Cuts `text` into segments covering it. With match_special false, special tokens are not
+    // Cuts `text` into segments covering it (a token's rstrip white space may also hold later
+    // tokens, which then overlap it, as in Hugging Face). With match_special false, special tokens are not
     // recognised (Hugging Face's encode_special_tokens); their text stays ordinary text.
     std::vector<Segment> split(std::string_view text, bool match_special) const;
 

@@ -56,16 +56,8 @@ enum class RunClass { Word, Space, Other };
 
 RunClass run_class(const Utf8Char& c) {
     if (!c.valid) return RunClass::Other;
-    const uint32_t cp = c.code_point;
-    if (is_white_space(cp)) return RunClass::Space;
-    switch (general_category(cp)) {
-        case GeneralCategory::Lu: case GeneralCategory::Ll: case GeneralCategory::Lt: case GeneralCategory::Lm:
-        case GeneralCategory::Lo: case GeneralCategory::Mn: case GeneralCategory::Mc: case GeneralCategory::Me:
-        case GeneralCategory::Nd: case GeneralCategory::Nl: case GeneralCategory::Pc:
-            return RunClass::Word;
-        default:
-            return cp == 0x200C || cp == 0x200D || is_alphabetic_symbol(cp) ? RunClass::Word : RunClass::Other;
-    }
+    if (is_white_space(c.code_point)) return RunClass::Space;
+    return is_rust_word_char(c.code_point) ? RunClass::Word : RunClass::Other;
 }
 
 }  // namespace

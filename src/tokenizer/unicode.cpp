@@ -136,8 +136,23 @@ bool is_white_space(uint32_t code_point) {
     return code_point == ' ' || (code_point >= 0x09 && code_point <= 0x0D) || is_non_ascii_white_space(code_point);
 }
 
-bool is_alphanumeric(uint32_t code_point) {
-    return class_of_category(general_category(code_point)) != CharClass::Other;
+bool is_rust_word_char(uint32_t code_point) {
+    switch (general_category(code_point)) {
+        case GeneralCategory::Lu:
+        case GeneralCategory::Ll:
+        case GeneralCategory::Lt:
+        case GeneralCategory::Lm:
+        case GeneralCategory::Lo:
+        case GeneralCategory::Mn:
+        case GeneralCategory::Mc:
+        case GeneralCategory::Me:
+        case GeneralCategory::Nd:
+        case GeneralCategory::Nl:
+        case GeneralCategory::Pc:
+            return true;
+        default:
+            return code_point == 0x200C || code_point == 0x200D || is_alphabetic_symbol(code_point);
+    }
 }
 
 uint8_t combining_class(uint32_t code_point) {

@@ -75,14 +75,17 @@ CharClass classify(uint32_t code_point);
 
 // The Unicode White_Space property (Rust's char::is_whitespace).
 bool is_white_space(uint32_t code_point);
-// Letters and numbers (Rust's char::is_alphanumeric, up to Other_Alphabetic marks).
-bool is_alphanumeric(uint32_t code_point);
 
 // The symbols (So) with the Alphabetic property: circled and squared Latin letters.
 inline bool is_alphabetic_symbol(uint32_t c) {
     return (c >= 0x24B6 && c <= 0x24E9) || (c >= 0x1F130 && c <= 0x1F149) || (c >= 0x1F150 && c <= 0x1F169) ||
            (c >= 0x1F170 && c <= 0x1F189);
 }
+
+// The Rust regex crate's \w (Unicode Alphabetic, marks, decimal digits, connector punctuation,
+// Join_Control), which Hugging Face uses outside Oniguruma: the Whitespace pre-tokenizer and the
+// single_word test of added tokens.
+bool is_rust_word_char(uint32_t code_point);
 
 uint8_t combining_class(uint32_t code_point);
 // The one-step decomposition of a code point (Hangul excluded), or nullptr.

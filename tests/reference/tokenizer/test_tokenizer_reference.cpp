@@ -216,10 +216,16 @@ TEST(RegexClassReference, EveryCodePointLikeOniguruma) {
     std::cout << "regex classes identical on every probed code point: " << identical << "/" << classes.size() << "\n";
 }
 
-// The four real files, then files written by h2tune's trainer (train_reference_tokenizers).
+// The four real files, files written by h2tune's trainer (train_reference_tokenizers) and variants
+// of the GPT-2 file (hf_reference.py VARIANTS).
 INSTANTIATE_TEST_SUITE_P(Files, TokenizerReference,
                          ::testing::Values("gpt2", "llama3", "qwen3", "gemma3", "trained_gpt2", "trained_llama3",
-                                           "trained_qwen2", "trained_gpt2_digits"),
+                                           "trained_qwen2", "trained_gpt2_digits", "gpt2_split_merged_previous",
+                                           "gpt2_split_merged_next", "gpt2_split_contiguous_invert",
+                                           "gpt2_split_removed_literal", "gpt2_split_lazy_icase",
+                                           "gpt2_whitespace_punctuation", "gpt2_bert_digits", "gpt2_metaspace_nfkc",
+                                           "gpt2_nfd_categories", "gpt2_strip_replace", "gpt2_prefix_space",
+                                           "gpt2_added_flags"),
                          [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
 }  // namespace
