@@ -721,16 +721,21 @@ TEST(AddedTokens, FlagsMatchLikeHuggingFace) {
                             json::array({added_token(260, "word", false, false, false, false, true),
                                          added_token(261, "<lst>", true, false, true),
                                          added_token(262, "<rst>", true, false, false, true), added_token(263, "<sp>"),
-                                         added_token(264, "UP", false, true)}));
+                                         added_token(264, "UP", false, true), added_token(265, "\n\n", false)}));
     doc["normalizer"] = {{"type", "Lowercase"}};
     doc["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}};
     doc["decoder"] = {{"type", "ByteLevel"}};
     const BpeTokenizer tokenizer = BpeTokenizer::from_json(doc.dump(), "flags.json");
     EXPECT_EQ(tokenizer.encode("a  <lst>b", kHf), (Ids{'a', 261, 'b'}));  // lstrip takes the spaces before
     EXPECT_EQ(tokenizer.encode("a<rst>   b", kHf), (Ids{'a', 262, 'b'}));  // rstrip the spaces after
+    // Added tokens inside the white space rstrip took are still found (and the text after the
+    // last of them is encoded), as Hugging Face's matcher does.
+    EXPECT_EQ(tokenizer.encode("<rst>\n\n\n x", kHf), (Ids{262, 265, '\n', ' ', 'x'}));
     // single_word: only where no letter or digit touches it.
     EXPECT_EQ(tokenizer.encode("word words aword word.", kHf),
               (Ids{260, ' ', 259, 'd', 's', ' ', 'a', 259, 'd', ' ', 260, '.'}));
+    // '_' and U+200D ZERO WIDTH JOINER count as word characters (the Rust regex crate's \w).
+    EXPECT_EQ(tokenizer.encode("_word \u200dword", kHf), (Ids{'_', 259, 'd', ' ', 226, 128, 141, 259, 'd'}));
     // normalized: matched in the lowercased text, so "UP" and "up" both hit.
     EXPECT_EQ(tokenizer.encode("x UP y up", kHf), (Ids{'x', ' ', 264, ' ', 'y', ' ', 264}));
     EXPECT_EQ(tokenizer.encode("<sp>x", kHf), (Ids{263, 'x'}));

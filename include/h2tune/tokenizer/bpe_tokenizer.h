@@ -47,7 +47,7 @@
 namespace h2tune {
 
 struct EncodeOptions {
-    // Append / prepend what the file's post_processor adds (e.g. Llama 3's <|begin_of_text|>).
+    // Add what the file's post_processor adds (e.g. Gemma's <bos>, Meta's Llama 3 <|begin_of_text|>).
     bool add_special_tokens = false;
     // Recognise special added tokens (special: true) written in the text. Off by default so that
     // user data cannot inject control tokens; Hugging Face's encode always recognises them.
