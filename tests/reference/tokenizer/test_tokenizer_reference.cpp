@@ -68,6 +68,7 @@ std::vector<uint32_t> decode_utf8(const std::string& text) {
 }
 
 struct Tally {
+    explicit Tally(const char* name) : what(name) {}
     const char* what;
     std::size_t identical = 0;
     std::vector<std::string> differences;  // first few
@@ -167,7 +168,7 @@ TEST_P(RegexEngineReference, IdenticalToHuggingFace) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Files, RegexEngineReference, ::testing::Values("gpt2", "llama3", "qwen3"),
-                         [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
+                         [](const ::testing::TestParamInfo<std::string>& param) { return param.param; });
 
 // Character classes code point by code point: what h2tune's regex engine matches of every assigned
 // code point (and slices of the unassigned and private-use planes) must be what Hugging Face's
@@ -226,6 +227,6 @@ INSTANTIATE_TEST_SUITE_P(Files, TokenizerReference,
                                            "gpt2_whitespace_punctuation", "gpt2_bert_digits", "gpt2_metaspace_nfkc",
                                            "gpt2_nfd_categories", "gpt2_strip_replace", "gpt2_prefix_space",
                                            "gpt2_added_flags"),
-                         [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
+                         [](const ::testing::TestParamInfo<std::string>& param) { return param.param; });
 
 }  // namespace
