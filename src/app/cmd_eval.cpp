@@ -21,6 +21,7 @@
 #include "h2tune/app/command_options.h"
 #include "h2tune/core/error.h"
 #include "h2tune/io/checkpoint_dir.h"
+#include "h2tune/model/llama.h"
 #include "h2tune/model/safetensors.h"
 #include "h2tune/train/adapted_model.h"
 #include "h2tune/tokenizer/bpe_tokenizer.h"
@@ -175,6 +176,8 @@ int eval_perplexity(const po::variables_map& vm, LlamaForCausalLM& model, const 
             {"text_file", fs::absolute(text_file).string()},
             {"model_dir", fs::absolute(model_dir).string()},
             {"tokenizer", fs::absolute(tok_path).string()},
+            // The base's compute dtype (--dtype): another implementation must score in the same one.
+            {"dtype", model_dtype_name(model->dtype())},
             {"adapter", vm.count("adapter") ? nlohmann::json(fs::absolute(vm["adapter"].as<std::string>()).string())
                                             : nlohmann::json(nullptr)},
             {"bos_id", bos >= 0 ? nlohmann::json(bos) : nlohmann::json(nullptr)},
@@ -251,6 +254,9 @@ int cmd_eval(const Args& args) {
         ("limit", po::value<int64_t>()->default_value(0), "evaluate the first N examples (0 = all)")
         ("max-seq-len", po::value<int>()->default_value(128), "maximum prompt + response tokens")
         ("no-generate", po::bool_switch(), "skip greedy generation")
+        ("dtype", po::value<std::string>()->default_value("float32"),
+         "dtype the base model is stored and computed in: float32, bfloat16 or float16 (as client.N.model_dtype; "
+         "float16 needs a GPU, eval runs on the CPU); an adapter stays float32")
         ("threads", po::value<int>()->default_value(0), "intra-op threads (0 = all cores)");
     po::variables_map vm;
     if (!parse_command_options("eval", "--model-dir DIR (--task NAME | --test-file FILE | --perplexity FILE) [options]",
@@ -266,6 +272,11 @@ int cmd_eval(const Args& args) {
         for (size_t i = 0; i < 4; ++i)
             if (given[i]) throw ConfigError(std::string("eval: ") + names[i] + " needs --perplexity");
     }
+    // Parsed before anything is loaded so that a bad name fails fast with the option named.
+    const torch::Dtype base_dtype = model_dtype_from_name(vm["dtype"].as<std::string>(), "--dtype");
+    // eval computes on the CPU, where LibTorch 1.13 has no float16 matrix products (as in training).
+    if (base_dtype == torch::kFloat16)
+        throw ConfigError("--dtype float16: needs a CUDA device, and eval computes on the CPU; use bfloat16 or float32");
     // LibTorch's default here is 1 thread; 0 means every core.
     set_compute_threads(vm["threads"].as<int>());
 
@@ -273,7 +284,7 @@ int cmd_eval(const Args& args) {
     const std::string tok_path = vm.count("tokenizer") ? vm["tokenizer"].as<std::string>()
                                                        : (fs::path(model_dir) / "tokenizer.json").string();
     BpeTokenizer tok = BpeTokenizer::from_file(tok_path);
-    LlamaForCausalLM model = load_pretrained(model_dir);
+    LlamaForCausalLM model = load_pretrained(model_dir, base_dtype);
     if (vm.count("adapter")) attach_saved_adapter(model, vm["adapter"].as<std::string>());
     return perplexity ? eval_perplexity(vm, model, tok, model_dir, tok_path) : eval_task(vm, model, tok);
 }

@@ -26,7 +26,9 @@ def score(model, ids, windows):
     with torch.no_grad():
         for begin, end, score_from in windows:
             inp = torch.tensor([ids[begin:end]], dtype=torch.long)
-            logits = model(input_ids=inp).logits[0].float()
+            # No KV cache: Gemma 2 would build its HybridCache in the forward, which needs
+            # torch._dynamo (absent from torch 1.13) and is not part of the computation compared.
+            logits = model(input_ids=inp, use_cache=False).logits[0].float()
             logp = torch.log_softmax(logits, dim=-1)
             rows = torch.arange(score_from - 1 - begin, end - 1 - begin)
             targets = torch.tensor(ids[score_from:end], dtype=torch.long)
@@ -56,7 +58,9 @@ def check_peft_files(model, adapter_dir):
             problems.append(f"{key}: not in the PEFT model (looked for {loaded_key})")
         elif not torch.equal(state[loaded_key].float(), value.float()):
             problems.append(f"{key}: PEFT holds different values")
-    scaling = {m.scaling["default"] for m in model.modules() if hasattr(m, "scaling") and "default" in m.scaling}
+    # Only LoRA layers hold a dict; Gemma 2's attention has a float `scaling` of its own.
+    scaling = {m.scaling["default"] for m in model.modules()
+               if isinstance(getattr(m, "scaling", None), dict) and "default" in m.scaling}
     if scaling != {1.0}:
         problems.append(f"PEFT scaling lora_alpha / r is {scaling}, expected exactly 1")
     print(f"PEFT: {len(tensors)} adapter tensors checked, scaling {sorted(scaling)}")
