@@ -76,6 +76,11 @@ foreach(case ${_fam_runs})
   set_tests_properties(families_federated_${name}_metrics PROPERTIES LABELS "reference"
                        FIXTURES_REQUIRED families_${name}_run PASS_REGULAR_EXPRESSION "check_metrics: OK")
 endforeach()
+# hetlora moved bytes for the qwen2 pair only; the other families trained alone.
+add_test(NAME families_federated_hetlora_groups
+         COMMAND /usr/bin/python3 ${_fam_src}/check_lora_groups.py ${_fam_out}/hetlora/metrics.h5 --group 1,5)
+set_tests_properties(families_federated_hetlora_groups PROPERTIES LABELS "reference"
+                     FIXTURES_REQUIRED families_hetlora_run PASS_REGULAR_EXPRESSION "check_lora_groups: OK")
 # Changing only client 1 (its base in bfloat16) leaves every other client's round 0 bit-identical
 # and changes every other client's final adapter: what one family uploads reaches all of them.
 add_test(NAME families_federated_crossing
