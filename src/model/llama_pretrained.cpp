@@ -111,16 +111,18 @@ LlamaForCausalLM load_pretrained(const std::string& dir, torch::Dtype dtype) {
         for (auto& [name, e] : safetensors_read_header(path)) {
             auto [it, fresh] = file_of.emplace(name, path);
             if (!fresh) throw ModelError(path + ": tensor '" + name + "' also appears in " + it->second);
-            if (files.indexed && files.index_file_of.count(name) && files.index_file_of.at(name) != path)
-                throw ModelError(files.described + ": weight_map puts tensor '" + name + "' in " +
-                                 files.index_file_of.at(name) + " but it is in " + path);
             entries.emplace(name, std::move(e));
         }
     }
-    for (const auto& [name, shard] : files.index_file_of)
-        if (!file_of.count(name))
+    for (const auto& [name, shard] : files.index_file_of) {
+        const auto it = file_of.find(name);
+        if (it == file_of.end())
             throw ModelError(files.described + ": weight_map puts tensor '" + name + "' in " + shard +
                              ", which does not hold it");
+        if (it->second != shard)
+            throw ModelError(files.described + ": weight_map puts tensor '" + name + "' in " + shard +
+                             " but it is in " + it->second);
+    }
 
     // Parameters are allocated, not drawn: every one is overwritten from the checkpoint below.
     LlamaForCausalLM model(config, ParameterInit{dtype, /*random=*/false});

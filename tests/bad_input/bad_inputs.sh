@@ -54,6 +54,27 @@ m=$(model_copy model_wrong_width); sed -i 's/"intermediate_size": 384/"intermedi
 m=$(model_copy model_bad_json); echo '{"hidden_size": ' > "$m/config.json"
 m=$(model_copy model_no_weights); rm "$m/model.safetensors"
 m=$(model_copy model_small_vocab); sed -i 's/"vocab_size": 1024/"vocab_size": 512/' "$m/config.json"
+m=$(model_copy model_gpt2); sed -i 's/"model_type": "llama"/"model_type": "gpt2"/' "$m/config.json"
+m=$(model_copy model_yarn); sed -i 's/"rope_scaling": null/"rope_scaling": {"rope_type": "yarn", "factor": 4.0}/' "$m/config.json"
+m=$(model_copy model_dtype_mismatch); sed -i 's/"torch_dtype": "float32"/"torch_dtype": "bfloat16"/' "$m/config.json"
+m=$(model_copy model_tokenizer_unigram); sed -i '0,/"type": *"BPE"/s//"type": "Unigram"/' "$m/tokenizer.json"
+# Sharded checkpoints whose index names a missing shard, or whose shards both hold every tensor.
+shard_index() {  # shard_index DIR FIRST SECOND: every tensor in FIRST, the last one in SECOND
+  /usr/bin/python3 - "$@" <<'PY'
+import json, struct, sys
+d, first, second = sys.argv[1:]
+with open(f"{d}/model.safetensors", "rb") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    names = sorted(k for k in json.loads(f.read(n)) if k != "__metadata__")
+wm = {k: first for k in names}
+wm[names[-1]] = second
+json.dump({"metadata": {}, "weight_map": wm}, open(f"{d}/model.safetensors.index.json", "w"))
+PY
+}
+m=$(model_copy model_missing_shard); mv "$m/model.safetensors" "$m/model-00001-of-00002.safetensors"
+cp "$m/model-00001-of-00002.safetensors" "$m/model.safetensors"; shard_index "$m" model-00001-of-00002.safetensors model-00002-of-00002.safetensors; rm "$m/model.safetensors"
+m=$(model_copy model_tensor_twice); cp "$m/model.safetensors" "$m/model-00001-of-00002.safetensors"
+cp "$m/model.safetensors" "$m/model-00002-of-00002.safetensors"; shard_index "$m" model-00001-of-00002.safetensors model-00002-of-00002.safetensors; rm "$m/model.safetensors"
 
 # ---------------------------------------------------------------- the table
 # name | expected exit code | regex the error line must match | arguments after `train`
@@ -86,6 +107,14 @@ CASES=(
   "malformed config.json|1|config.json|--config $(job bad_json "s#model_dir = .*#model_dir = $WORK/model_bad_json#") --force"
   "config.json without weights|1|model.safetensors|--config $(job no_weights "s#model_dir = .*#model_dir = $WORK/model_no_weights#") --force"
   "vocab_size below the special tokens|1|config.json.*vocab_size|--config $(job small_vocab "s#model_dir = .*#model_dir = $WORK/model_small_vocab#") --force"
+  "unknown model_type|1|config.json: llama config: model_type 'gpt2' is not supported|--config $(job gpt2 "s#model_dir = .*#model_dir = $WORK/model_gpt2#") --force"
+  "a family feature h2tune lacks|1|config.json: .*rope_scaling.rope_type 'yarn' is not supported|--config $(job yarn "s#model_dir = .*#model_dir = $WORK/model_yarn#") --force"
+  "tensors in another dtype than config.json|1|model.safetensors: tensor .* is F32 but .*config.json says torch_dtype \"bfloat16\"|--config $(job dtype_mismatch "s#model_dir = .*#model_dir = $WORK/model_dtype_mismatch#") --force"
+  "shard index naming a missing file|1|model.safetensors.index.json: weight_map names shard 'model-00002-of-00002.safetensors', which does not exist|--config $(job missing_shard "s#model_dir = .*#model_dir = $WORK/model_missing_shard#") --force"
+  "a tensor in two shards|1|model-0000[12]-of-00002.safetensors: tensor .* also appears in|--config $(job tensor_twice "s#model_dir = .*#model_dir = $WORK/model_tensor_twice#") --force"
+  "float16 base on the CPU|2|client.0.model_dtype: float16 needs a CUDA device|--config $(job fp16_cpu '/^rank = 4/a model_dtype = float16') --force"
+  "unknown model_dtype|2|model_dtype|--config $(job bad_dtype '/^rank = 4/a model_dtype = int8') --force"
+  "tokenizer.json with an unknown model type|1|tokenizer.json.*model.type.*Unigram|--config $(job tok_unigram "s#model_dir = .*#model_dir = $WORK/model_tokenizer_unigram#") --force"
   "existing metrics.h5 without --force|2|already exists|--config $(job no_force)"
   "--resume a directory without checkpoints|2|no committed checkpoint|--resume $WORK/out --config $(job resume_none)"
   "--resume and --output disagree|2|--output and --resume|--resume $WORK/out --output $WORK/elsewhere --config $(job resume_output)"
