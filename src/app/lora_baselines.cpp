@@ -30,9 +30,11 @@ std::string lora_group_signature(const LlamaConfig& c, const std::vector<std::st
     std::ostringstream s;
     s << "h" << c.hidden_size << "-i" << c.intermediate_size << "-l" << c.num_hidden_layers << "-a"
       << c.num_attention_heads << "-kv" << c.num_key_value_heads << "-v" << c.vocab_size;
-    // An explicit head_dim changes q/k/v/o shapes; written only then, so that signatures (and the
-    // adapter seeds hashed from them) of models without one stay what they were.
+    // An explicit head_dim changes q/k/v/o shapes, and another family is another architecture
+    // even at equal shapes; both are written only when present, so that signatures (and the
+    // adapter seeds hashed from them) of the built-in Llama-style models stay what they were.
     if (c.head_dim() * c.num_attention_heads != c.hidden_size) s << "-d" << c.head_dim();
+    if (c.model_type != "llama") s << "-" << c.model_type;
     s << "-m";
     for (const auto& m : modules) s << m << ",";
     if (method == "fedit" || method == "ffa" || method == "fedsa") s << "-r" << rank;
