@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "../../../src/tokenizer/unicode.h"  // append_utf8: the library's own encoder
+
 #include "h2tune/tokenizer/bpe_tokenizer.h"
 
 using namespace h2tune;
@@ -33,24 +35,6 @@ std::string ids_text(const std::vector<int32_t>& ids) {
 std::string shown(const std::string& text) {
     const std::string quoted = nlohmann::json(text).dump();
     return quoted.size() > 160 ? quoted.substr(0, 160) + "...\"" : quoted;
-}
-
-void append_utf8(uint32_t cp, std::string& out) {
-    if (cp < 0x80) {
-        out += static_cast<char>(cp);
-    } else if (cp < 0x800) {
-        out += static_cast<char>(0xC0 | (cp >> 6));
-        out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-        out += static_cast<char>(0xE0 | (cp >> 12));
-        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-        out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else {
-        out += static_cast<char>(0xF0 | (cp >> 18));
-        out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-        out += static_cast<char>(0x80 | (cp & 0x3F));
-    }
 }
 
 // Valid UTF-8 (the pieces of a valid text) to code points.
@@ -182,7 +166,7 @@ TEST(RegexClassReference, EveryCodePointLikeOniguruma) {
     const nlohmann::json& classes = recorded["classes"];
     std::string text;  // the probed code points in order (planes 0-3 and 14 whole, slices of the rest)
     for (const auto& range : recorded["probed"]) {
-        for (uint32_t cp = range[0].get<uint32_t>(); cp <= range[1].get<uint32_t>(); ++cp) append_utf8(cp, text);
+        for (uint32_t cp = range[0].get<uint32_t>(); cp <= range[1].get<uint32_t>(); ++cp) tokenizer_detail::append_utf8(cp, text);
     }
     nlohmann::json vocab;
     for (int b = 0; b < 256; ++b) vocab[BpeTokenizer::byte_to_unicode()[b]] = b;
