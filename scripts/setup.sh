@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
 # One-shot, idempotent set-up on a fresh Debian 12 machine: packages, build, data, pretrained
 # built-in models (only when missing). Safe to run again; each step skips what is already done.
+#   --no-pretrain      stop before pretraining the built-in models (the tests never use them: they
+#                      pretrain their own tiny model in seconds); the README's test command uses it
 #   H2TUNE_BUILD_DIR   build directory (default: build)
 #   H2TUNE_JOBS        parallel compile jobs (default: nproc)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PRETRAIN=1
+for arg in "$@"; do
+  case $arg in
+    --no-pretrain) PRETRAIN=0 ;;
+    *) echo "setup.sh: unknown option '$arg' (valid: --no-pretrain)" >&2; exit 2 ;;
+  esac
+done
 BUILD_DIR=${H2TUNE_BUILD_DIR:-build}
 JOBS=${H2TUNE_JOBS:-$(nproc)}
 log() { printf '[setup %(%H:%M:%S)T] %s\n' -1 "$*"; }
@@ -45,6 +54,10 @@ log "preparing task data and pretraining corpus"
 /usr/bin/python3 scripts/prepare_data.py
 
 # ---------------------------------------------------------------- pretrained built-in models
-bash scripts/pretrain_models.sh "$BUILD_DIR"
+if ((PRETRAIN)); then
+  bash scripts/pretrain_models.sh "$BUILD_DIR"
+else
+  log "skipping the built-in models' pretraining (--no-pretrain)"
+fi
 
 log "set-up done in $(( $(date +%s) - start )) s"
