@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How much H2Tune's shared middle matrices change each client's adapter.
 
-A client's adapter is B (T + I) A (DESIGN.md 1.1), so ||T||_F / ||I||_F says how far the shared
+A client's adapter is B (T + I) A, so ||T||_F / ||I||_F says how far the shared
 part moves the adapter away from plain LoRA: near 0, the clients' adapters are B A and what the
 federation shares has almost no effect. For every run directory given (or found below a given
 directory), reads the newest committed checkpoint and prints, per client, the mean over layers and

@@ -27,7 +27,7 @@ int ClientConfig::effective_rank(int max_rank) const {
 const std::vector<std::string>& known_methods() {
     static const std::vector<std::string> methods = {
         "h2tune", "h2tune-dense", "local", "fedit", "ffa", "fedsa", "hetlora", "flexlora", "flora",
-        // H2Tune ablations (DESIGN.md section 2): no sparsification, fixed depth or end alignment,
+        // H2Tune ablations: no sparsification, fixed depth or end alignment,
         // no alternation.
         "h2tune-full-rank", "h2tune-depth", "h2tune-end", "h2tune-joint"};
     return methods;

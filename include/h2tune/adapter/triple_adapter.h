@@ -1,4 +1,4 @@
-// The sparsified triple-matrix adapter of H2Tune (DESIGN.md section 1.1), which with no middle
+// The sparsified triple-matrix adapter of H2Tune, which with no middle
 // matrix is plain LoRA:
 //
 //     delta(x) = s * B (T + I) A x,     s = alpha / r

@@ -1,4 +1,4 @@
-// The per-round message protocol of `h2tune train` (DESIGN.md section 1.5): masks announced once,
+// The per-round message protocol of `h2tune train`: masks announced once,
 // rank 0 sends every participating client its slice of the global bank, clients upload their
 // sparse middle-matrix values, relation and sample count with their metrics, rank 0 validates
 // every payload, aggregates the accepted ones and returns the metrics row. One contiguous buffer

@@ -1,4 +1,4 @@
-// The LoRA baselines of DESIGN.md section 2 inside `h2tune train`: which factors each method
+// The LoRA baselines inside `h2tune train`: which factors each method
 // exchanges, how clients are grouped (only clients with the same architecture — and, where the
 // rule needs it, the same rank — aggregate together; a client alone in its group trains locally),
 // and rank 0's per-group aggregation with the pure rules of method/baselines.h. What a client

@@ -1,4 +1,4 @@
-// The on-disk protocol of checkpoints (DESIGN.md section 3): OUTPUT/checkpoints/<name>/ holds one
+// The on-disk protocol of checkpoints: OUTPUT/checkpoints/<name>/ holds one
 // file per client (written by the rank hosting it), server.h5 and a copy of metrics.h5 (rank 0),
 // and COMMIT, written last by rank 0 once every rank has published its files. Every file is
 // written under a temporary name, fsynced and renamed into place; COMMIT lists each file's size

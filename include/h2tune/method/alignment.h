@@ -1,4 +1,4 @@
-// Relation-guided layer alignment (DESIGN.md section 1.2) and the sparsity masks of the triple-
+// Relation-guided layer alignment and the sparsity masks of the triple-
 // matrix adapter (section 1.1), as pure functions. No MPI, no HDF5.
 #pragma once
 

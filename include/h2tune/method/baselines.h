@@ -1,4 +1,4 @@
-// Aggregation rules of the LoRA baselines (DESIGN.md section 2) as pure functions on tensors: one
+// Aggregation rules of the LoRA baselines as pure functions on tensors: one
 // call aggregates one adapted module over one group of clients. No MPI, no HDF5, no files: the
 // caller gathers the factors, calls the rule, and sends each client its result.
 //
@@ -56,7 +56,7 @@ LoraFactors pad_to_rank(const LoraFactors& f, int64_t rank);
 LoraFactors truncate_to_rank(const LoraFactors& f, int64_t rank);
 
 // fedit (FedIT): A <- sum p_k A_k and B <- sum p_k B_k, the same for every client. Needs equal
-// ranks (throws ModelError otherwise: group the clients by shape first, DESIGN.md section 2).
+// ranks (throws ModelError otherwise: group the clients by shape first).
 // Scales are not involved; with equal ranks and one alpha they are equal anyway.
 std::vector<LoraFactors> aggregate_fedit(const std::vector<LoraFactors>& clients);
 

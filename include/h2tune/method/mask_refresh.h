@@ -1,4 +1,4 @@
-// Mask re-selection at round boundaries (DESIGN.md section 1.1, `mask_refresh = N`), as pure
+// Mask re-selection at round boundaries, `mask_refresh = N`, as pure
 // functions. Rank 0 holds the global bank and every client's latest relation Pi_k, so it scores
 // all R*R entries of a client's personalised middle matrices and picks the new mask; the client
 // contributes only what it alone knows, the first-order Taylor statistics of the entries it uses.

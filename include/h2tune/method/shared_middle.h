@@ -1,4 +1,4 @@
-// The client side of H2Tune's shared parameters (DESIGN.md sections 1.1-1.3): per module type a
+// The client side of H2Tune's shared parameters: per module type a
 // mask of r_k^2 entries, the relation logits Z (L_g x L_k) and the residual D (L_k x M x r_k^2),
 // the slices of the global bank received this round, and from them every adapter's middle matrix
 //     T_k^{l,m} = sum_j Pi_k[j, l] G^{j,m}[Omega_k^m] + D^{l,m}.

@@ -1,4 +1,4 @@
-// Rank-0 side of H2Tune (DESIGN.md sections 1.1 and 1.4), as pure functions on tensors: the global
+// Rank-0 side of H2Tune, as pure functions on tensors: the global
 // bank of middle matrices, validation of client uploads, the weighted coverage-normalised sparse
 // aggregation, and the personalised download. No MPI, no HDF5: `comm` moves the bytes.
 #pragma once

@@ -1,4 +1,4 @@
-// Alternating task-knowledge disentanglement (DESIGN.md section 1.3) for one client:
+// Alternating task-knowledge disentanglement for one client:
 //   joint step     - every parameter learns the task (round 0, or alternate = none)
 //   shared step    - theta_p = {A, B} frozen; CE + lambda_prox KL(softmax(vec T_dl) || softmax(vec T));
 //                    only theta_s = {D, Z} moves; the logits are kept as the teacher
