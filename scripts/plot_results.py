@@ -65,7 +65,7 @@ def find_runs(paths):
 
 
 def implied_keys(method, clients):
-    """Keys an ablation sets itself (apply_method_variant in src/app/cmd_train.cpp)."""
+    """Keys an ablation sets itself (the `implies` entries of the method table, src/core/methods.cpp)."""
     if method in ("h2tune-depth", "h2tune-end"):
         return {"federation.align"}
     if method == "h2tune-joint":

@@ -3,12 +3,13 @@
 # skipping anything already there. These are the exact commands that produce the defaults
 # (docs/models.md records what they reached). Usage: scripts/pretrain_models.sh [BUILD_DIR]
 #   H2TUNE_PRETRAIN_SCALE  multiplies every step count (e.g. 0.1 for a quick check; default 1)
+#   H2TUNE_MODELS_DIR      where the models go (default data/models)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 BUILD_DIR=${1:-${H2TUNE_BUILD_DIR:-build}}
 H2TUNE="$BUILD_DIR/h2tune"
 SCALE=${H2TUNE_PRETRAIN_SCALE:-1}
-MODELS=data/models
+MODELS=${H2TUNE_MODELS_DIR:-data/models}
 CORPUS=data/corpus/pretrain.txt
 HELDOUT=data/corpus/heldout.txt
 log() { printf '[pretrain %(%H:%M:%S)T] %s\n' -1 "$*"; }

@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "h2tune/app/round_messages.h"
 #include "h2tune/core/error.h"
 #include "h2tune/core/job_config.h"
 #include "h2tune/core/wire.h"
@@ -84,59 +85,6 @@ TensorMap read_tensor_file(const std::string& path, std::map<std::string, std::s
     return out;
 }
 
-TensorMap server_state(const FederatedServer& s) {
-    if (s.lora_method) return s.lora.state();
-    TensorMap out;
-    out["bank"] = s.bank;
-    for (size_t k = 0; k < s.masks.size(); ++k) {
-        const std::string n = std::to_string(k);
-        if (s.masks[k].defined()) out["masks/" + n] = s.masks[k];
-        if (s.relations[k].defined()) out["relations/" + n] = s.relations[k];
-        if (s.taylor[k].defined()) out["taylor/" + n] = s.taylor[k];
-        if (s.grad_scale[k].defined()) out["grad_scale/" + n] = s.grad_scale[k];
-    }
-    out["mask_changed"] = torch::tensor(s.mask_changed, torch::kFloat64);
-    out["mask_bytes"] = torch::tensor(s.mask_bytes, torch::kFloat64);
-    return out;
-}
-
-void load_server_state(FederatedServer& s, const TensorMap& state, size_t K) {
-    if (s.lora_method) {
-        s.lora.load_state(state);
-        return;
-    }
-    auto get = [&](const std::string& key) {
-        auto it = state.find(key);
-        return it == state.end() ? torch::Tensor() : it->second;
-    };
-    torch::Tensor bank = get("bank");
-    if (!bank.defined() || !bank.sizes().equals(s.bank.sizes()))
-        throw ModelError("server state: the bank is missing or has the wrong shape");
-    s.bank = bank.to(torch::kFloat32);
-    s.relations.assign(K, torch::Tensor());
-    s.taylor.assign(K, torch::Tensor());
-    s.grad_scale.assign(K, torch::Tensor());
-    s.new_masks.assign(K, torch::Tensor());
-    for (size_t k = 0; k < K; ++k) {
-        const std::string n = std::to_string(k);
-        torch::Tensor m = get("masks/" + n);
-        if (!m.defined()) throw ModelError("server state: no masks for client " + n);
-        s.masks[k] = m.to(torch::kInt64);
-        s.mask_errors[k] = validate_mask_indices(s.masks[k], s.shape.max_rank);
-        s.relations[k] = get("relations/" + n);
-        s.taylor[k] = get("taylor/" + n);
-        s.grad_scale[k] = get("grad_scale/" + n);
-    }
-    auto column = [&](const std::string& key) {
-        torch::Tensor t = get(key);
-        if (!t.defined() || t.numel() != static_cast<int64_t>(K)) throw ModelError("server state: bad '" + key + "'");
-        t = t.to(torch::kFloat64).contiguous();
-        return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + K);
-    };
-    s.mask_changed = column("mask_changed");
-    s.mask_bytes = column("mask_bytes");
-}
-
 std::string client_file_name(int client) {
     char buf[32];
     std::snprintf(buf, sizeof buf, "client_%04d.h5", client);
@@ -144,7 +92,7 @@ std::string client_file_name(int client) {
 }
 
 std::string write_checkpoint(Communicator& comm, const CheckpointRequest& req,
-                             const std::vector<std::unique_ptr<ClientRuntime>>& clients, const FederatedServer* server) {
+                             const std::vector<std::unique_ptr<ClientRuntime>>& clients, const FederationServer* server) {
     const fs::path dir = fs::path(req.root) / checkpoint_name(req.next_round, req.in_progress);
     // Rank 0 clears a stale directory of the same name (an uncommitted earlier attempt) first.
     if (comm.rank() == 0) {
@@ -153,39 +101,28 @@ std::string write_checkpoint(Communicator& comm, const CheckpointRequest& req,
         fs::create_directories(dir);
     }
     comm.barrier();
-    ByteWriter mine;
+    std::vector<CheckpointFile> mine;
     for (const auto& c : clients) {
         const std::string name = client_file_name(c->config().index);
         write_tensor_file((dir / name).string(), c->state(), {{"kind", "client"}});
-        const CheckpointFile f = describe_file(dir.string(), name);
-        mine.put_string(f.name);
-        mine.put<uint64_t>(f.size);
-        mine.put<uint64_t>(f.checksum);
+        mine.push_back(describe_file(dir.string(), name));
     }
     CheckpointInfo info;
     info.dir = dir.string();
     info.next_round = req.next_round;
     info.in_progress = req.in_progress;
     if (comm.rank() == 0) {
-        write_tensor_file((dir / kServerFile).string(), server ? server_state(*server) : TensorMap{},
+        write_tensor_file((dir / kServerFile).string(), server ? server->state() : TensorMap{},
                           {{"kind", "server"}, {"config", req.config_text}});
         info.files.push_back(describe_file(dir.string(), kServerFile));
         copy_file_atomically(req.metrics_path, (dir / kMetricsCopy).string());
         info.files.push_back(describe_file(dir.string(), kMetricsCopy));
     }
     // The gather is the barrier: COMMIT is written only after every rank has published its files.
-    const auto parts = comm.gather(mine.buffer(), 0);
+    const auto parts = comm.gather(encode_checkpoint_files(mine), 0);
     if (comm.rank() == 0) {
-        for (const auto& part : parts) {
-            ByteReader r(part.data(), part.size(), "checkpoint file list");
-            while (!r.done()) {
-                CheckpointFile f;
-                f.name = r.get_string();
-                f.size = r.get<uint64_t>();
-                f.checksum = r.get<uint64_t>();
-                info.files.push_back(f);
-            }
-        }
+        for (size_t r = 0; r < parts.size(); ++r)
+            for (auto& f : decode_checkpoint_files(parts[r], "rank " + std::to_string(r))) info.files.push_back(std::move(f));
         if (const char* fault = std::getenv("H2TUNE_KILL_BEFORE_COMMIT"))
             if (std::to_string(req.next_round) == fault) std::raise(SIGKILL);  // test hook: die mid-checkpoint
         write_commit(info);
@@ -196,39 +133,26 @@ std::string write_checkpoint(Communicator& comm, const CheckpointRequest& req,
 }
 
 CheckpointInfo choose_checkpoint(Communicator& comm, const std::string& root) {
-    ByteWriter w;
+    CheckpointChoice choice;
     if (comm.rank() == 0) {
-        const auto all = list_checkpoints(root);
-        const CheckpointInfo* chosen = nullptr;
-        for (const auto& c : all) {
+        for (const auto& c : list_checkpoints(root)) {
             const std::string why = verify_checkpoint(c);
             if (why.empty()) {
-                chosen = &c;
+                choice.found = true;
+                choice.info = c;
                 break;
             }
             std::printf("h2tune train: skipping checkpoint %s: %s\n", c.dir.c_str(), why.c_str());
         }
-        if (!chosen) {
-            w.put<uint8_t>(0);
-        } else {
-            w.put<uint8_t>(1);
-            w.put_string(chosen->dir);
-            w.put<int64_t>(chosen->next_round);
-            w.put<uint8_t>(chosen->in_progress ? 1 : 0);
-        }
         std::fflush(stdout);
     }
-    Bytes msg = w.buffer();
-    comm.broadcast(msg, 0);
-    ByteReader r(msg.data(), msg.size(), "checkpoint choice");
-    if (r.get<uint8_t>() == 0)
+    Bytes message = encode_checkpoint_choice(choice);
+    comm.broadcast(message, 0);
+    choice = decode_checkpoint_choice(message);
+    if (!choice.found)
         throw ConfigError(root + ": no committed checkpoint to resume from (none written yet, or all failed "
                           "verification)");
-    CheckpointInfo info;
-    info.dir = r.get_string();
-    info.next_round = r.get<int64_t>();
-    info.in_progress = r.get<uint8_t>() != 0;
-    return info;
+    return choice.info;
 }
 
 std::vector<std::string> incompatible_keys(const std::string& saved_ini, const std::string& current_ini) {

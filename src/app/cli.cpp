@@ -31,8 +31,7 @@ void print_version() {
     std::cout << "h2tune " << h2tune_version() << " (git " << git_sha() << ")\n"
               << "LibTorch " << torch_version() << "\n"
               << "MPI " << mpi_version() << "\n"
-              << "HDF5 " << hdf5_version() << "\n"
-              << "NCCL " << (nccl_compiled_in() ? "compiled in" : "not compiled in") << "\n";
+              << "HDF5 " << hdf5_version() << "\n";
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <sstream>
 
 #include "h2tune/core/error.h"
 #include "h2tune/core/rng.h"
@@ -41,10 +42,37 @@ ClientPaths resolve_client_paths(const ClientConfig& c) {
     return p;
 }
 
+std::string lora_group_signature(const LlamaConfig& c, const std::vector<std::string>& modules, int64_t rank,
+                                 const MethodSpec& method) {
+    std::ostringstream s;
+    s << "h" << c.hidden_size << "-i" << c.intermediate_size << "-l" << c.num_hidden_layers << "-a"
+      << c.num_attention_heads << "-kv" << c.num_key_value_heads << "-v" << c.vocab_size;
+    // An explicit head_dim changes q/k/v/o shapes, and another family is another architecture
+    // even at equal shapes; both are written only when present, so that signatures (and the
+    // adapter seeds hashed from them) of the built-in Llama-style models stay what they were.
+    if (c.head_dim() * c.num_attention_heads != c.hidden_size) s << "-d" << c.head_dim();
+    if (c.model_type != "llama") s << "-" << c.model_type;
+    s << "-m";
+    for (const auto& m : modules) s << m << ",";
+    if (method.lora.groups_by_rank) s << "-r" << rank;
+    return s.str();
+}
+
 ClientRuntime::ClientRuntime(const JobConfig& job, int client_index, int64_t global_layers, torch::Device device)
-    : config_(job.clients.at(static_cast<size_t>(client_index))), federation_(job.federation), device_(device) {
-    const std::string key = "client." + std::to_string(client_index);
+    : config_(job.clients.at(static_cast<size_t>(client_index))),
+      federation_(job.federation),
+      method_(method_spec(job.run.method)),
+      device_(device) {
     paths_ = resolve_client_paths(config_);
+    seed_ = job.run.seed;
+    load_model();
+    load_data();
+    build_trainer(job, global_layers);
+}
+
+// The tokenizer, the frozen base in its dtype on the device, and the adapters.
+void ClientRuntime::load_model() {
+    const std::string key = "client." + std::to_string(config_.index);
     if (!fs::exists(fs::path(paths_.model_dir) / "config.json"))
         throw ModelError(key + ": no pretrained model in '" + paths_.model_dir +
                          "' (expected config.json and model.safetensors; run scripts/pretrain_models.sh "
@@ -60,25 +88,25 @@ ClientRuntime::ClientRuntime(const JobConfig& job, int client_index, int64_t glo
     if (model->config().vocab_size < tokenizer_.vocab_size())
         throw ModelError(key + ": tokenizer " + paths_.tokenizer + " has " + std::to_string(tokenizer_.vocab_size()) +
                          " tokens but the model's vocab_size is " + std::to_string(model->config().vocab_size));
-    const uint64_t seed = job.run.seed;
-    seed_ = seed;
     const int64_t rank = config_.effective_rank(federation_.max_rank);
-    uint64_t init_key = stream_key(seed, 0xada, static_cast<uint64_t>(client_index));
-    lora_ = h2tune::is_lora_baseline(job.run.method);
+    uint64_t init_key = stream_key(seed_, 0xada, static_cast<uint64_t>(config_.index));
+    lora_ = method_.family == MethodFamily::kLoraBaseline;
     if (lora_) {
         // Clients that aggregate together start from the same adapter (FedAvg's common initial
         // model; FFA-LoRA's shared frozen A): the key comes from the group signature.
-        lora_exchange_ = lora_exchange(job.run.method);
-        lora_signature_ = lora_group_signature(model->config(), federation_.modules, rank, job.run.method);
+        lora_signature_ = lora_group_signature(model->config(), federation_.modules, rank, method_);
         uint64_t h = 1469598103934665603ULL;
         for (unsigned char ch : lora_signature_) h = (h ^ ch) * 1099511628211ULL;
-        init_key = stream_key(seed, 0xada5, h);
+        init_key = stream_key(seed_, 0xada5, h);
     }
     model->to(device_);
     adapted_ = attach_adapters(model, federation_.modules, rank, federation_.alpha, init_key, device_);
-    if (lora_ && lora_exchange_.freeze_A)
+    if (lora_ && method_.lora.freeze_A)
         for (auto& a : adapted_.adapters) a->lora_A.set_requires_grad(false);
+}
 
+// Training split (sharded and capped), test split, label set, encoded examples and the loader.
+void ClientRuntime::load_data() {
     const auto [shard, shards] = config_.shard_of();
     auto train = read_jsonl(paths_.train_file, shards > 1 ? 0 : config_.train_examples);
     if (shards > 1) {  // a disjoint split: every shards-th example, then the cap
@@ -108,9 +136,12 @@ ClientRuntime::ClientRuntime(const JobConfig& job, int client_index, int64_t glo
     test_encoded_ = encode_examples(test, tokenizer_, config_.max_seq_len, paths_.test_file);
     for (const auto& e : test) test_references_.push_back(e.output);
     const int32_t pad = tokenizer_.pad_id() >= 0 ? tokenizer_.pad_id() : tokenizer_.eos_id();
-    loader_ = std::make_unique<DataLoader>(std::move(train_encoded), config_.batch_size, pad, seed,
-                                           static_cast<uint64_t>(client_index));
+    loader_ = std::make_unique<DataLoader>(std::move(train_encoded), config_.batch_size, pad, seed_,
+                                           static_cast<uint64_t>(config_.index));
+}
 
+// The optimiser schedule, the shared middle state (H2Tune methods) and the alternating trainer.
+void ClientRuntime::build_trainer(const JobConfig& job, int64_t global_layers) {
     steps_per_round_ = config_.local_steps > 0 ? config_.local_steps : loader_->batches_per_epoch() * config_.local_epochs;
     AlternatingOptions opt;
     opt.specific.schedule.lr = config_.lr;
@@ -127,8 +158,7 @@ ClientRuntime::ClientRuntime(const JobConfig& job, int client_index, int64_t glo
     opt.kd_temperature = federation_.kd_temperature;
 
     std::vector<int64_t> module_index;
-    const std::string& method = job.run.method;
-    if (method.compare(0, 6, "h2tune") == 0) {  // h2tune, h2tune-dense and the ablations
+    if (method_.family == MethodFamily::kH2Tune) {
         SharedMiddleOptions so;
         so.global_layers = global_layers > 0 ? global_layers : adapted_.model->num_layers();
         so.layers = adapted_.model->num_layers();
@@ -139,17 +169,15 @@ ClientRuntime::ClientRuntime(const JobConfig& job, int client_index, int64_t glo
         so.align = federation_.align;
         so.tau = federation_.relation_tau;
         so.sigma = federation_.relation_sigma;
-        so.mask_key = stream_key(seed, 0x3a5c, static_cast<uint64_t>(client_index));
+        so.mask_key = stream_key(seed_, 0x3a5c, static_cast<uint64_t>(config_.index));
         so.track_taylor = federation_.mask_refresh > 0 && federation_.mask_score == "taylor";
         so.device = device_;
         shared_ = std::make_unique<SharedMiddle>(so);
-        dense_ = method == "h2tune-dense";
+        dense_ = method_.dense;
         for (const auto& type : adapted_.module_types) {
             auto it = std::find(federation_.modules.begin(), federation_.modules.end(), type);
             module_index.push_back(static_cast<int64_t>(it - federation_.modules.begin()));
         }
-    } else if (method != "local" && !lora_) {
-        throw ConfigError("run.method = '" + method + "' is not implemented in this version");
     }
     trainer_ = std::make_unique<AlternatingTrainer>(adapted_, shared_.get(), module_index, opt);
 }
@@ -175,20 +203,24 @@ torch::Tensor ClientRuntime::dense_values(const torch::Tensor& values) const {
     return dense;
 }
 
-void ClientRuntime::receive_masks(const torch::Tensor& masks) {
-    if (!shared_) throw Error("receive_masks: client does not share middle matrices");
-    shared_->set_masks(masks);
+void ClientRuntime::apply_bank_download(const BankDownload& d) {
+    if (!shared_) throw Error("apply_bank_download: client does not share middle matrices");
+    if (d.new_masks.defined()) shared_->set_masks(d.new_masks);  // before the slices: they follow the new masks
+    if (dense_) receive_dense_bank(d.values);
+    else receive_slices(d.values);
 }
 
-TensorMap ClientRuntime::lora_factors() const {
+LoraUpload ClientRuntime::lora_upload() const {
     torch::NoGradGuard no_grad;
-    TensorMap out;
+    LoraUpload u;
+    u.client = config_.index;
+    u.samples = static_cast<double>(train_size());
     for (size_t i = 0; i < adapted_.adapters.size(); ++i) {
         const std::string n = std::to_string(i);
-        if (lora_exchange_.upload_A) out["A/" + n] = adapted_.adapters[i]->lora_A.detach().cpu().clone();
-        if (lora_exchange_.upload_B) out["B/" + n] = adapted_.adapters[i]->lora_B.detach().cpu().clone();
+        if (method_.lora.upload_A) u.factors["A/" + n] = adapted_.adapters[i]->lora_A.detach().cpu().clone();
+        if (method_.lora.upload_B) u.factors["B/" + n] = adapted_.adapters[i]->lora_B.detach().cpu().clone();
     }
-    return out;
+    return u;
 }
 
 std::map<std::string, std::vector<int64_t>> ClientRuntime::lora_factor_shapes() const {
@@ -240,17 +272,19 @@ void ClientRuntime::apply_lora_download(const TensorMap& download, int round) {
     }
 }
 
-ClientUploadValues ClientRuntime::upload_values(bool with_taylor) const {
+BankUpload ClientRuntime::bank_upload(bool with_taylor) const {
     torch::NoGradGuard no_grad;
-    ClientUploadValues u;
+    BankUpload u;
+    u.client = config_.index;
+    u.samples = static_cast<double>(loader_->size());
+    u.rank = shared_->options().rank;
     if (with_taylor) {
         u.taylor = shared_->taylor().scores().contiguous();
         u.grad_scale = shared_->taylor().grad_scale().contiguous();
     }
-    u.masks = shared_->masks();
     u.relation = shared_->relation().detach().cpu().contiguous();
-    u.values = shared_->middle_values().detach().cpu().contiguous();
-    u.samples = static_cast<double>(loader_->size());
+    torch::Tensor values = shared_->middle_values().detach().cpu().contiguous();
+    u.values = dense_ ? dense_values(values) : values;
     return u;
 }
 
@@ -339,7 +373,7 @@ std::map<std::string, torch::Tensor> ClientRuntime::state() const {
         out["shared/taylor_steps"] = scalar_i64(shared_->taylor().steps());
     }
     for (auto& [key, value] : trainer_->state()) out["optim/" + key] = value.cpu();
-    if (lora_ && lora_exchange_.merge)  // FLoRA has merged stacks into W0
+    if (lora_ && method_.lora.merge)  // FLoRA has merged stacks into W0
         for (size_t i = 0; i < adapted_.adapters.size(); ++i)
             out["base/" + std::to_string(i)] = base_weight(adapted_, i).detach().cpu().clone();
     const DataLoader::Position pos = loader_->position();
@@ -368,7 +402,7 @@ void ClientRuntime::load_state(const std::map<std::string, torch::Tensor>& state
         shared_->taylor().load(require(state, "shared/taylor_scores"), require(state, "shared/taylor_grad_scale"),
                                require(state, "shared/taylor_steps").item<int64_t>());
     }
-    if (lora_ && lora_exchange_.merge)
+    if (lora_ && method_.lora.merge)
         for (size_t i = 0; i < adapted_.adapters.size(); ++i) {
             torch::Tensor w = base_weight(adapted_, i);
             const torch::Tensor& v = require(state, "base/" + std::to_string(i));

@@ -26,6 +26,7 @@
 #include "h2tune/app/client_runtime.h"
 #include "h2tune/app/command_options.h"
 #include "h2tune/core/error.h"
+#include "h2tune/core/methods.h"
 #include "h2tune/core/job_config.h"
 #include "h2tune/core/shape_text.h"
 #include "h2tune/io/checkpoint_dir.h"
@@ -126,6 +127,7 @@ struct AdaptedProjection {
 // Everything export needs to know about one client of a run.
 struct ClientExport {
     std::string run_dir, job_source, method;
+    bool merges_into_base = false;  // the method merges aggregated updates into W0 (FLoRA)
     int client = 0;
     ClientConfig config;
     ClientPaths paths;
@@ -155,6 +157,7 @@ ClientExport load_client_export(const std::string& run_dir, int client) {
                           std::to_string(clients) + " client" + (clients == 1 ? "" : "s") + " (0.." +
                           std::to_string(clients - 1) + ", " + ex.job_source + ")");
     ex.method = job.run.method;
+    ex.merges_into_base = method_spec(ex.method).lora.merge;
     ex.config = job.clients[static_cast<size_t>(client)];
     ex.paths = resolve_client_paths(ex.config);
     ex.rank = ex.config.effective_rank(job.federation.max_rank);
@@ -316,7 +319,7 @@ void export_merged(const ClientExport& ex, const fs::path& out) {
     const BaseCheckpoint base = find_base_checkpoint(base_dir);
     check_against_base(ex, base);
     std::vector<torch::Tensor> flora_base;
-    if (ex.method == "flora") flora_base = flora_final_base(ex);
+    if (ex.merges_into_base) flora_base = flora_final_base(ex);
 
     std::map<std::string, size_t> index_of;
     for (size_t i = 0; i < ex.projections.size(); ++i) index_of[ex.projections[i].name + ".weight"] = i;
@@ -352,7 +355,7 @@ void export_merged(const ClientExport& ex, const fs::path& out) {
     std::printf("export: client %d (%s, method %s, r = %lld) -> merged model %s (%zu weights W0 + B A in %s%s)\n",
                 ex.client, ex.paths.model_dir.c_str(), ex.method.c_str(), static_cast<long long>(ex.rank),
                 out.string().c_str(), merged, dtype_name.c_str(),
-                ex.method == "flora" ? ", W0 = FLoRA's merged base from the last checkpoint" : "");
+                ex.merges_into_base ? ", W0 = FLoRA's merged base from the last checkpoint" : "");
 }
 
 }  // namespace
@@ -370,7 +373,7 @@ int cmd_export(const Args& args) {
     const ClientExport ex = load_client_export(vm["run"].as<std::string>(), vm["client"].as<int>());
 
     const bool merged = vm["merged"].as<bool>();
-    if (!merged && ex.method == "flora")
+    if (!merged && ex.merges_into_base)
         throw ConfigError("export: the run in " + ex.run_dir + " used method 'flora', which merges the aggregated "
                           "adapters into W0 every round, so client " + std::to_string(ex.client) +
                           "'s adapter applies to that merged base, not to " + ex.paths.model_dir +

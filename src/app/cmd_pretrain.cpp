@@ -89,9 +89,7 @@ double heldout_loss(LlamaForCausalLM& model, const std::vector<int32_t>& stream,
     return total / static_cast<double>(windows);
 }
 
-}  // namespace
-
-int cmd_pretrain(const Args& args) {
+po::options_description pretrain_options() {
     po::options_description desc("pretrain options");
     desc.add_options()
         ("model", po::value<std::string>()->required(), "built-in size (h2-tiny, h2-small, h2-base)")
@@ -108,84 +106,157 @@ int cmd_pretrain(const Args& args) {
         ("seed", po::value<uint64_t>()->default_value(1234), "random seed")
         ("threads", po::value<int>()->default_value(0), "intra-op threads (0 = all cores)")
         ("log-every", po::value<int64_t>()->default_value(100), "progress line every N steps");
+    return desc;
+}
+
+// The command line, checked.
+struct PretrainSettings {
+    std::string model, tokenizer, corpus, heldout, out;
+    int64_t steps = 0, batch = 0, len = 0, warmup = 0, log_every = 1;
+    double lr = 0, weight_decay = 0;
+    uint64_t seed = 0;
+    int threads = 0;
+};
+
+PretrainSettings read_settings(const po::variables_map& vm) {
+    PretrainSettings s;
+    s.model = vm["model"].as<std::string>();
+    s.tokenizer = vm["tokenizer"].as<std::string>();
+    s.corpus = vm["corpus"].as<std::string>();
+    s.heldout = vm["heldout"].as<std::string>();
+    s.out = vm["out"].as<std::string>();
+    s.steps = vm["steps"].as<int64_t>();
+    s.batch = vm["batch-size"].as<int64_t>();
+    s.len = vm["seq-len"].as<int64_t>();
+    s.lr = vm["lr"].as<double>();
+    s.warmup = vm["warmup"].as<int64_t>();
+    s.weight_decay = vm["weight-decay"].as<double>();
+    s.seed = vm["seed"].as<uint64_t>();
+    s.threads = vm["threads"].as<int>();
+    s.log_every = std::max<int64_t>(1, vm["log-every"].as<int64_t>());
+    if (s.steps < 1 || s.batch < 1 || s.len < 8)
+        throw ConfigError("pretrain: --steps, --batch-size >= 1 and --seq-len >= 8 required");
+    if (!(s.lr > 0)) throw ConfigError("pretrain: --lr must be positive");
+    return s;
+}
+
+// Training and held-out text as token streams.
+struct Corpus {
+    std::vector<int32_t> train, heldout;
+};
+
+Corpus load_corpus(const PretrainSettings& s, const BpeTokenizer& tok) {
+    const auto t_encode = std::chrono::steady_clock::now();
+    Corpus c;
+    c.train = encode_corpus(s.corpus, tok);
+    c.heldout = encode_corpus(s.heldout, tok);
+    if (static_cast<int64_t>(c.train.size()) <= s.len + 1)
+        throw DataError("pretrain: corpus is shorter than one sequence");
+    std::printf("pretrain: corpus %zu tokens, held-out %zu tokens (encoded in %.1fs)\n", c.train.size(),
+                c.heldout.size(), std::chrono::duration<double>(std::chrono::steady_clock::now() - t_encode).count());
+    return c;
+}
+
+// The preset with the tokenizer's vocabulary and special tokens.
+LlamaConfig model_config(const PretrainSettings& s, const BpeTokenizer& tok) {
+    LlamaConfig cfg = llama_preset(s.model, tok.vocab_size());
+    cfg.bos_token_id = tok.bos_id();
+    cfg.eos_token_id = tok.eos_id();
+    cfg.pad_token_id = tok.pad_id();
+    return cfg;
+}
+
+// A fresh model whose initial weights depend on the seed only.
+LlamaForCausalLM init_model(const PretrainSettings& s, const LlamaConfig& cfg) {
+    torch::manual_seed(stream_key(s.seed, 0x9e7a) & 0x7fffffffffffffffULL);
+    LlamaForCausalLM model(cfg);
+    model->train();
+    std::printf("pretrain: %s, %lld parameters, %lld steps of %lld x %lld tokens, %d threads\n", s.model.c_str(),
+                static_cast<long long>(llama_parameter_count(cfg)), static_cast<long long>(s.steps),
+                static_cast<long long>(s.batch), static_cast<long long>(s.len), torch::get_num_threads());
+    return model;
+}
+
+struct TrainResult {
+    double smoothed_loss = 0;  // exponential moving average of the step losses
+    double seconds = 0;        // the optimiser steps only
+};
+
+void print_progress(const PretrainSettings& s, int64_t step, double smoothed, double elapsed) {
+    const double tps = static_cast<double>((step + 1) * s.batch * s.len) / elapsed;
+    std::printf("step %lld/%lld  loss %.4f  %.0f tokens/s  ETA %.0fs\n", static_cast<long long>(step + 1),
+                static_cast<long long>(s.steps), smoothed, tps,
+                elapsed / static_cast<double>(step + 1) * static_cast<double>(s.steps - step - 1));
+    std::fflush(stdout);
+}
+
+// AdamW with a cosine schedule on random windows of the training stream.
+TrainResult train_steps(LlamaForCausalLM& model, const std::vector<int32_t>& train, const PretrainSettings& s) {
+    FinetuneOptions opt;
+    opt.schedule.lr = s.lr;
+    opt.schedule.total_steps = s.steps;
+    opt.schedule.warmup_steps = s.warmup;
+    opt.weight_decay = s.weight_decay;
+    AdapterTrainer trainer(model->parameters(), opt);
+
+    const auto t0 = std::chrono::steady_clock::now();
+    TrainResult r;
+    for (int64_t step = 0; step < s.steps; ++step) {
+        torch::Tensor ids = window_batch(train, s.batch, s.len, stream_key(s.seed, 0x5e9, static_cast<uint64_t>(step)));
+        torch::Tensor loss = response_loss(model->forward(ids), ids);
+        trainer.step(loss);
+        const double l = loss.item<double>();
+        r.smoothed_loss = step == 0 ? l : 0.95 * r.smoothed_loss + 0.05 * l;
+        if ((step + 1) % s.log_every == 0 || step + 1 == s.steps)
+            print_progress(s, step, r.smoothed_loss,
+                           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return r;
+}
+
+// The model directory (config.json, model.safetensors, tokenizer.json) and pretrain.json, the log.
+void save_outputs(LlamaForCausalLM& model, const BpeTokenizer& tok, const LlamaConfig& cfg, const PretrainSettings& s,
+                  const Corpus& corpus, const TrainResult& r, double held) {
+    const fs::path out = s.out;
+    save_pretrained(model, out.string());
+    tok.save((out / "tokenizer.json").string());
+    nlohmann::json log = {{"model", s.model},
+                          {"parameters", llama_parameter_count(cfg)},
+                          {"steps", s.steps},
+                          {"batch_size", s.batch},
+                          {"seq_len", s.len},
+                          {"lr", s.lr},
+                          {"seed", s.seed},
+                          {"train_tokens", corpus.train.size()},
+                          {"final_train_loss", r.smoothed_loss},
+                          {"heldout_loss", held},
+                          {"seconds", r.seconds},
+                          {"tokens_per_second", static_cast<double>(s.steps * s.batch * s.len) / r.seconds}};
+    std::ofstream(out / "pretrain.json") << log.dump(2) << "\n";
+    std::printf("pretrain: wrote %s\n", out.string().c_str());
+}
+
+}  // namespace
+
+int cmd_pretrain(const Args& args) {
+    po::options_description desc = pretrain_options();
     po::variables_map vm;
     if (!parse_command_options("pretrain", "--model NAME --tokenizer FILE --corpus FILE --heldout FILE --out DIR",
                                desc, args, vm))
         return kExitOk;
-    const int64_t steps = vm["steps"].as<int64_t>(), batch = vm["batch-size"].as<int64_t>(),
-                  len = vm["seq-len"].as<int64_t>();
-    if (steps < 1 || batch < 1 || len < 8) throw ConfigError("pretrain: --steps, --batch-size >= 1 and --seq-len >= 8 required");
-    if (!(vm["lr"].as<double>() > 0)) throw ConfigError("pretrain: --lr must be positive");
+    const PretrainSettings s = read_settings(vm);
     // LibTorch's default here is 1 thread; 0 means every core.
-    set_compute_threads(vm["threads"].as<int>());
-    const uint64_t seed = vm["seed"].as<uint64_t>();
+    set_compute_threads(s.threads);
 
-    BpeTokenizer tok = BpeTokenizer::from_file(vm["tokenizer"].as<std::string>());
-    const auto t_encode = std::chrono::steady_clock::now();
-    auto train = encode_corpus(vm["corpus"].as<std::string>(), tok);
-    auto heldout = encode_corpus(vm["heldout"].as<std::string>(), tok);
-    if (static_cast<int64_t>(train.size()) <= len + 1) throw DataError("pretrain: corpus is shorter than one sequence");
-    std::printf("pretrain: corpus %zu tokens, held-out %zu tokens (encoded in %.1fs)\n", train.size(), heldout.size(),
-                std::chrono::duration<double>(std::chrono::steady_clock::now() - t_encode).count());
-
-    LlamaConfig cfg = llama_preset(vm["model"].as<std::string>(), tok.vocab_size());
-    cfg.bos_token_id = tok.bos_id();
-    cfg.eos_token_id = tok.eos_id();
-    cfg.pad_token_id = tok.pad_id();
-    torch::manual_seed(stream_key(seed, 0x9e7a) & 0x7fffffffffffffffULL);
-    LlamaForCausalLM model(cfg);
-    model->train();
-    std::printf("pretrain: %s, %lld parameters, %lld steps of %lld x %lld tokens, %d threads\n",
-                vm["model"].as<std::string>().c_str(), static_cast<long long>(llama_parameter_count(cfg)),
-                static_cast<long long>(steps), static_cast<long long>(batch), static_cast<long long>(len),
-                torch::get_num_threads());
-
-    FinetuneOptions opt;
-    opt.schedule.lr = vm["lr"].as<double>();
-    opt.schedule.total_steps = steps;
-    opt.schedule.warmup_steps = vm["warmup"].as<int64_t>();
-    opt.weight_decay = vm["weight-decay"].as<double>();
-    AdapterTrainer trainer(model->parameters(), opt);
-
-    const auto t0 = std::chrono::steady_clock::now();
-    double smoothed = 0;
-    const int64_t log_every = std::max<int64_t>(1, vm["log-every"].as<int64_t>());
-    for (int64_t step = 0; step < steps; ++step) {
-        torch::Tensor ids = window_batch(train, batch, len, stream_key(seed, 0x5e9, static_cast<uint64_t>(step)));
-        torch::Tensor loss = response_loss(model->forward(ids), ids);
-        trainer.step(loss);
-        const double l = loss.item<double>();
-        smoothed = step == 0 ? l : 0.95 * smoothed + 0.05 * l;
-        if ((step + 1) % log_every == 0 || step + 1 == steps) {
-            const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-            const double tps = static_cast<double>((step + 1) * batch * len) / elapsed;
-            std::printf("step %lld/%lld  loss %.4f  %.0f tokens/s  ETA %.0fs\n", static_cast<long long>(step + 1),
-                        static_cast<long long>(steps), smoothed, tps,
-                        elapsed / static_cast<double>(step + 1) * static_cast<double>(steps - step - 1));
-            std::fflush(stdout);
-        }
-    }
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const double held = heldout_loss(model, heldout, len, 256);
-    std::printf("pretrain: held-out loss %.4f (perplexity %.1f) after %.0fs\n", held, std::exp(held), seconds);
-
-    const fs::path out = vm["out"].as<std::string>();
-    save_pretrained(model, out.string());
-    tok.save((out / "tokenizer.json").string());
-    nlohmann::json log = {{"model", vm["model"].as<std::string>()},
-                          {"parameters", llama_parameter_count(cfg)},
-                          {"steps", steps},
-                          {"batch_size", batch},
-                          {"seq_len", len},
-                          {"lr", opt.schedule.lr},
-                          {"seed", seed},
-                          {"train_tokens", train.size()},
-                          {"final_train_loss", smoothed},
-                          {"heldout_loss", held},
-                          {"seconds", seconds},
-                          {"tokens_per_second", static_cast<double>(steps * batch * len) / seconds}};
-    std::ofstream(out / "pretrain.json") << log.dump(2) << "\n";
-    std::printf("pretrain: wrote %s\n", out.string().c_str());
+    BpeTokenizer tok = BpeTokenizer::from_file(s.tokenizer);
+    const Corpus corpus = load_corpus(s, tok);
+    const LlamaConfig cfg = model_config(s, tok);
+    LlamaForCausalLM model = init_model(s, cfg);
+    const TrainResult r = train_steps(model, corpus.train, s);
+    const double held = heldout_loss(model, corpus.heldout, s.len, 256);
+    std::printf("pretrain: held-out loss %.4f (perplexity %.1f) after %.0fs\n", held, std::exp(held), r.seconds);
+    save_outputs(model, tok, cfg, s, corpus, r, held);
     return kExitOk;
 }
 

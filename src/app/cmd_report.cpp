@@ -18,6 +18,7 @@
 #include "h2tune/app/cli.h"
 #include "h2tune/app/command_options.h"
 #include "h2tune/core/error.h"
+#include "h2tune/core/methods.h"
 #include "h2tune/io/hdf5_file.h"
 
 namespace po = boost::program_options;
@@ -258,12 +259,9 @@ RunConfig variant_config(const RunSummary& s) {
     RunConfig c;
     c.values = s.config;
     for (const char* k : {"run.seed", "run.output", "run.threads", "run.method", "run.name"}) c.values.erase(k);
-    // The ablations write what they change into the resolved job (apply_method_variant in
-    // cmd_train.cpp); that is part of the method, not of the scenario.
-    if (s.method == "h2tune-depth" || s.method == "h2tune-end") c.implied.insert("federation.align");
-    if (s.method == "h2tune-joint") c.implied.insert("federation.alternate");
-    if (s.method == "h2tune-full-rank")
-        for (int64_t k = 0; k < s.clients; ++k) c.implied.insert("client." + std::to_string(k) + ".rank");
+    // The ablations write what they change into the resolved job (the job config applies the
+    // settings the method table says they imply); that is part of the method, not of the scenario.
+    c.implied = method_implied_keys(s.method, s.clients);
     return c;
 }
 
@@ -286,23 +284,22 @@ std::string variant_value(const std::vector<RunConfig>& members, const std::stri
     return "*";
 }
 
-int method_order(const std::string& m) {
-    static const std::vector<std::string> order = {
-        "local", "h2tune", "h2tune-dense", "fedit", "ffa", "fedsa", "hetlora", "flexlora", "flora",
-        "h2tune-full-rank", "h2tune-depth", "h2tune-end", "h2tune-joint"};
-    auto it = std::find(order.begin(), order.end(), m);
-    return it == order.end() ? static_cast<int>(order.size()) : static_cast<int>(it - order.begin());
-}
-
 struct Group {
     std::string scenario, label, method;
     size_t scenario_order = 0, variant = 0;
     std::vector<const RunSummary*> runs;
 };
 
-void grouped_tables(const std::vector<std::string>& paths, std::ostringstream& md, std::ostringstream& csv,
-                    std::ostringstream& summary_csv) {
-    std::vector<std::string> notes;
+// Notes end the markdown and go to stderr, in the order they were taken.
+using Notes = std::vector<std::string>;
+
+void print_notes(const Notes& notes) {
+    for (const auto& n : notes) std::fprintf(stderr, "h2tune report: %s\n", n.c_str());
+}
+
+// The complete runs among `paths`; a path given twice, an unreadable run and one that stopped
+// before its planned rounds are skipped with a note.
+std::vector<RunSummary> load_complete_runs(const std::vector<std::string>& paths, Notes& notes) {
     std::vector<RunSummary> runs;
     std::set<std::string> seen;
     for (const auto& p : paths) {
@@ -325,89 +322,121 @@ void grouped_tables(const std::vector<std::string>& paths, std::ostringstream& m
         }
     }
     if (runs.empty()) {
-        for (const auto& n : notes) std::fprintf(stderr, "h2tune report: %s\n", n.c_str());
+        print_notes(notes);
         throw DataError("report: no complete run to summarise");
     }
+    return runs;
+}
 
-    // Scenario -> its distinct configurations (variants), in the order first seen. A run joins
-    // the first variant whose every run has its configuration.
-    std::vector<std::string> scenarios;
-    std::map<std::string, std::vector<std::vector<RunConfig>>> variants;
-    std::vector<size_t> variant_of(runs.size());
+// Each scenario's distinct configurations (variants), and which variant each run belongs to.
+struct Variants {
+    std::vector<std::string> scenarios;                                      // in the order first seen
+    std::map<std::string, std::vector<std::vector<RunConfig>>> of_scenario;  // variants in the order first seen
+    std::vector<size_t> of_run;                                              // runs[i]'s index in its scenario's
+};
+
+// A run joins the first variant of its scenario whose every run has its configuration.
+Variants find_variants(const std::vector<RunSummary>& runs) {
+    Variants out;
+    out.of_run.resize(runs.size());
     for (size_t i = 0; i < runs.size(); ++i) {
         const auto& sc = runs[i].scenario;
-        if (!variants.count(sc)) scenarios.push_back(sc);
-        auto& vs = variants[sc];
+        if (!out.of_scenario.count(sc)) out.scenarios.push_back(sc);
+        auto& vs = out.of_scenario[sc];
         const RunConfig rc = variant_config(runs[i]);
         auto it = std::find_if(vs.begin(), vs.end(), [&](const std::vector<RunConfig>& members) {
             return std::all_of(members.begin(), members.end(), [&](const RunConfig& m) { return same_variant(m, rc); });
         });
-        variant_of[i] = static_cast<size_t>(it - vs.begin());
+        out.of_run[i] = static_cast<size_t>(it - vs.begin());
         if (it == vs.end())
             vs.push_back({rc});
         else
             it->push_back(rc);
     }
-    // A scenario run with different settings is split; each part is labelled with the keys that differ.
-    std::map<std::pair<std::string, size_t>, std::string> labels;
-    for (const auto& sc : scenarios) {
-        const auto& vs = variants[sc];
-        if (vs.size() == 1) {
-            labels[{sc, 0}] = sc;
+    return out;
+}
+
+// The keys whose values differ among the variants `vs` (a key a variant's method sets does not count).
+std::vector<std::string> differing_keys(const std::vector<std::vector<RunConfig>>& vs) {
+    std::set<std::string> keys;
+    for (const auto& members : vs)
+        for (const auto& m : members)
+            for (const auto& kv : m.values) keys.insert(kv.first);
+    std::vector<std::string> differing;
+    for (const auto& key : keys) {
+        std::set<std::string> values;
+        for (const auto& members : vs) {
+            const std::string v = variant_value(members, key);
+            if (v != "*") values.insert(v);
+        }
+        if (values.size() > 1) differing.push_back(key);
+    }
+    return differing;
+}
+
+using VariantLabels = std::map<std::pair<std::string, size_t>, std::string>;  // (scenario, variant) -> label
+
+// A scenario run with different settings is split; each part is labelled with the keys that differ.
+void label_split_scenario(const std::string& sc, const std::vector<std::vector<RunConfig>>& vs, VariantLabels& labels,
+                          Notes& notes) {
+    const std::vector<std::string> differing = differing_keys(vs);
+    std::string list;
+    for (const auto& d : differing) list += " " + d;
+    notes.push_back("scenario " + sc + " has " + std::to_string(vs.size()) +
+                    " configurations, reported separately; they differ in:" + list);
+    // With up to three differing keys their values make a unique label; otherwise number the
+    // configurations and say how each differs from the first.
+    auto shown = [](const std::string& v) { return v.empty() ? std::string("(default)") : v; };
+    for (size_t v = 0; v < vs.size(); ++v) {
+        if (differing.size() <= 3) {
+            std::string values;
+            for (size_t d = 0; d < differing.size(); ++d)
+                values += (d ? ", " : "") + differing[d] + "=" + shown(variant_value(vs[v], differing[d]));
+            labels[{sc, v}] = sc + " [" + values + "]";
             continue;
         }
-        std::set<std::string> keys;
-        for (const auto& members : vs)
-            for (const auto& m : members)
-                for (const auto& kv : m.values) keys.insert(kv.first);
-        std::vector<std::string> differing;
-        for (const auto& key : keys) {
-            std::set<std::string> values;
-            for (const auto& members : vs) {
-                const std::string v = variant_value(members, key);
-                if (v != "*") values.insert(v);
-            }
-            if (values.size() > 1) differing.push_back(key);
+        labels[{sc, v}] = sc + " #" + std::to_string(v + 1);
+        if (v == 0) continue;
+        std::string diff;
+        for (const auto& key : differing) {
+            const std::string mine = variant_value(vs[v], key), first = variant_value(vs[0], key);
+            if (mine != first)
+                diff += (diff.empty() ? "" : ", ") + key + "=" + shown(mine) + " (#1: " + shown(first) + ")";
         }
-        std::string list;
-        for (const auto& d : differing) list += " " + d;
-        notes.push_back("scenario " + sc + " has " + std::to_string(vs.size()) +
-                        " configurations, reported separately; they differ in:" + list);
-        // With up to three differing keys their values make a unique label; otherwise number the
-        // configurations and say how each differs from the first.
-        auto shown = [](const std::string& v) { return v.empty() ? std::string("(default)") : v; };
-        for (size_t v = 0; v < vs.size(); ++v) {
-            if (differing.size() <= 3) {
-                std::string values;
-                for (size_t d = 0; d < differing.size(); ++d)
-                    values += (d ? ", " : "") + differing[d] + "=" + shown(variant_value(vs[v], differing[d]));
-                labels[{sc, v}] = sc + " [" + values + "]";
-                continue;
-            }
-            labels[{sc, v}] = sc + " #" + std::to_string(v + 1);
-            if (v == 0) continue;
-            std::string diff;
-            for (const auto& key : differing) {
-                const std::string mine = variant_value(vs[v], key), first = variant_value(vs[0], key);
-                if (mine != first)
-                    diff += (diff.empty() ? "" : ", ") + key + "=" + shown(mine) + " (#1: " + shown(first) + ")";
-            }
-            notes.push_back(labels[{sc, v}] + ": " + diff);
-        }
+        notes.push_back(labels[{sc, v}] + ": " + diff);
     }
+}
 
+VariantLabels label_variants(const Variants& variants, Notes& notes) {
+    VariantLabels labels;
+    for (const auto& sc : variants.scenarios) {
+        const auto& vs = variants.of_scenario.at(sc);
+        if (vs.size() == 1)
+            labels[{sc, 0}] = sc;
+        else
+            label_split_scenario(sc, vs, labels, notes);
+    }
+    return labels;
+}
+
+// Runs of the same scenario, variant and method, ordered by scenario (first seen), variant and
+// the method table.
+std::vector<Group> form_groups(const std::vector<RunSummary>& runs, const Variants& variants,
+                               const VariantLabels& labels) {
     std::vector<Group> groups;
     for (size_t i = 0; i < runs.size(); ++i) {
         const auto& r = runs[i];
+        const size_t variant = variants.of_run[i];
         auto it = std::find_if(groups.begin(), groups.end(), [&](const Group& g) {
-            return g.scenario == r.scenario && g.variant == variant_of[i] && g.method == r.method;
+            return g.scenario == r.scenario && g.variant == variant && g.method == r.method;
         });
         if (it == groups.end()) {
             Group g;
             g.scenario = r.scenario;
-            g.variant = variant_of[i];
+            g.variant = variant;
             g.method = r.method;
-            g.label = labels[{r.scenario, variant_of[i]}];
+            g.label = labels.at({r.scenario, variant});
+            const auto& scenarios = variants.scenarios;
             g.scenario_order =
                 static_cast<size_t>(std::find(scenarios.begin(), scenarios.end(), r.scenario) - scenarios.begin());
             groups.push_back(g);
@@ -424,6 +453,12 @@ void grouped_tables(const std::vector<std::string>& paths, std::ostringstream& m
         return method_order(a.method) < method_order(b.method) ||
                (method_order(a.method) == method_order(b.method) && a.method < b.method);
     });
+    return groups;
+}
+
+// Orders each group's runs by seed (shorter first, so that numeric seeds sort numerically) and notes
+// seeds run twice.
+void sort_by_seed(std::vector<Group>& groups, Notes& notes) {
     for (auto& g : groups) {
         std::sort(g.runs.begin(), g.runs.end(), [](const RunSummary* a, const RunSummary* b) {
             return a->seed.size() != b->seed.size() ? a->seed.size() < b->seed.size() : a->seed < b->seed;
@@ -436,7 +471,75 @@ void grouped_tables(const std::vector<std::string>& paths, std::ostringstream& m
         if (!repeated.empty())
             notes.push_back(g.label + " / " + g.method + ": repeated seeds (runs counted as seeds anyway):" + rep);
     }
+}
 
+std::string seed_list(const Group& g) {
+    std::string list;
+    for (const auto* r : g.runs) list += (list.empty() ? "" : " ") + r->seed;
+    return list;
+}
+
+// One client's values in each of a group's runs.
+struct ClientOverSeeds {
+    std::vector<double> fin, gen, best, up, down, sec, in, maj, best_r;
+    int64_t best_round_mode = -1;  // -1: evaluated in none of the runs
+};
+
+ClientOverSeeds client_over_seeds(const Group& g, size_t k) {
+    ClientOverSeeds c;
+    std::map<int64_t, int> round_votes;
+    for (const auto* r : g.runs) {
+        c.fin.push_back(r->final_acc[k]);
+        c.gen.push_back(r->final_gen[k] >= 0 ? r->final_gen[k] : kNaN);  // -1: generation not evaluated
+        c.best.push_back(r->best_acc[k] >= 0 ? r->best_acc[k] : kNaN);
+        c.up.push_back(r->bytes_up[k]);
+        c.down.push_back(r->bytes_down[k]);
+        c.sec.push_back(r->seconds[k]);
+        c.in.push_back(r->rounds_in[k]);
+        c.maj.push_back(r->majority[k]);
+        if (r->best_acc[k] >= 0) {
+            c.best_r.push_back(static_cast<double>(r->best_round[k]));
+            ++round_votes[r->best_round[k]];
+        }
+    }
+    // Ties go to the earliest round.
+    int votes = 0;
+    for (const auto& [round, v] : round_votes)
+        if (v > votes) {
+            c.best_round_mode = round;
+            votes = v;
+        }
+    return c;
+}
+
+void write_client_row(const Group& g, size_t k, const std::string& seeds, std::ostringstream& md,
+                      std::ostringstream& csv) {
+    const RunSummary& first = *g.runs.front();
+    const ClientOverSeeds c = client_over_seeds(g, k);
+    const int64_t mode = c.best_round_mode;
+    const Stats f = stats_of(c.fin);
+    const auto shard_it = first.config.find("client." + std::to_string(k) + ".shard");
+    const std::string shard = shard_it == first.config.end() ? "" : shard_it->second;
+    const std::string name = first.names[k] + (shard.empty() ? "" : " " + shard);
+    const double grp = k < first.group.size() ? first.group[k] : kNaN;
+    const std::string grp_s = std::isfinite(grp) && grp >= 0 ? fmt("%.0f", grp) : "-";
+    const std::string mode_s = mode >= 0 ? std::to_string(mode) : "-";
+    md << "| " << g.label << " | " << g.method << " | " << k << " " << name << " | " << fmt("%.0f", first.rank[k])
+       << " | " << grp_s << " | " << fmt("%.3f", stats_of(c.maj).mean) << " | " << mean_pm_std(f) << " | " << f.n
+       << " | " << fmt("%.3f", stats_of(c.best).mean) << " | " << mode_s << " | " << human_bytes(stats_of(c.up).mean)
+       << " | " << human_bytes(stats_of(c.down).mean) << " | " << fmt("%.1f", stats_of(c.sec).mean) << " |\n";
+    csv << csv_field(g.label) << "," << g.method << "," << k << "," << csv_field(name) << ","
+        << csv_num("%.0f", first.rank[k]) << "," << (grp_s == "-" ? "" : grp_s) << ","
+        << csv_num("%.6f", stats_of(c.maj).mean) << "," << csv_num("%.6f", f.mean) << "," << csv_num("%.6f", f.std)
+        << "," << f.n << "," << csv_num("%.6f", stats_of(c.gen).mean) << "," << csv_num("%.6f", stats_of(c.best).mean)
+        << "," << (mode >= 0 ? std::to_string(mode) : "") << "," << csv_num("%.3f", stats_of(c.best_r).mean) << ","
+        << csv_num("%.3f", stats_of(c.in).mean) << "," << csv_num("%.0f", stats_of(c.up).mean) << ","
+        << csv_num("%.0f", stats_of(c.down).mean) << "," << csv_num("%.3f", stats_of(c.sec).mean) << "," << seeds
+        << "\n";
+}
+
+// The per-client markdown table (begins `md`) and the per-client CSV.
+void per_client_tables(const std::vector<Group>& groups, std::ostringstream& md, std::ostringstream& csv) {
     md << "## Per client\n\nMean over seeds; ± is the sample standard deviation over seeds (n - 1), shown when "
           "n > 1. Final accuracy: label-likelihood accuracy in the last round the client was evaluated in; "
           "best round is 0-based (mode over seeds); bytes are totals over the run; seconds are the client's "
@@ -447,115 +550,104 @@ void grouped_tables(const std::vector<std::string>& paths, std::ostringstream& m
     csv << "scenario,method,client,name,rank,group,majority,final_accuracy_mean,final_accuracy_std,n_seeds,"
            "final_accuracy_generate_mean,best_accuracy_mean,best_round_mode,best_round_mean,rounds_evaluated_mean,"
            "bytes_up_mean,bytes_down_mean,seconds_mean,seeds\n";
+    for (const auto& g : groups) {
+        const std::string seeds = seed_list(g);
+        const size_t K = static_cast<size_t>(g.runs.front()->clients);
+        for (size_t k = 0; k < K; ++k) write_client_row(g, k, seeds, md, csv);
+    }
+}
+
+// Per run of a group: the mean over clients (all clients together for bytes), and the rounds it ran.
+struct GroupOverSeeds {
+    std::vector<double> mean_fin, mean_best, mean_maj, tot_up, tot_down, wall;
+    std::string rounds;  // "N", or "MIN-MAX" where the runs differ
+};
+
+GroupOverSeeds group_over_seeds(const Group& g) {
+    GroupOverSeeds o;
+    const size_t K = static_cast<size_t>(g.runs.front()->clients);  // the same in every run of a group
+    int64_t rounds_min = g.runs.front()->rounds, rounds_max = g.runs.front()->rounds;
+    for (const auto* r : g.runs) {
+        o.mean_fin.push_back(stats_of(r->final_acc).mean);
+        std::vector<double> b;
+        for (double x : r->best_acc) b.push_back(x >= 0 ? x : kNaN);
+        o.mean_best.push_back(stats_of(b).mean);
+        o.mean_maj.push_back(stats_of(r->majority).mean);
+        double u = 0, d = 0;
+        for (size_t k = 0; k < K; ++k) {
+            u += r->bytes_up[k];
+            d += r->bytes_down[k];
+        }
+        o.tot_up.push_back(u);
+        o.tot_down.push_back(d);
+        o.wall.push_back(r->wall_seconds);
+        rounds_min = std::min(rounds_min, r->rounds);
+        rounds_max = std::max(rounds_max, r->rounds);
+    }
+    o.rounds = std::to_string(rounds_min);
+    if (rounds_max != rounds_min) o.rounds += "-" + std::to_string(rounds_max);
+    return o;
+}
+
+// The per (scenario, method) markdown table, returned, and its CSV, written to `summary_csv`.
+std::string summary_tables(const std::vector<Group>& groups, std::ostringstream& summary_csv) {
     summary_csv << "scenario,method,clients,n_seeds,seeds,rounds,mean_final_accuracy,mean_final_accuracy_std,"
                    "mean_best_accuracy,mean_majority,bytes_up_total_mean,bytes_down_total_mean,wall_seconds_mean\n";
-    std::ostringstream summary_md, runs_md;
-    summary_md << "## Per scenario and method\n\nfinal acc: the mean over clients of each run's final accuracy, "
-                  "then mean ± sample standard deviation of that mean over seeds; bytes: all clients together, "
-                  "mean over seeds; wall s: sum of the rounds' wall time (/rounds/round_seconds), mean over "
-                  "seeds.\n\n";
-    summary_md << "| scenario | method | clients | n | rounds | final acc | best acc | majority | bytes up | bytes down | "
-                  "wall s |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
-    runs_md << "## Runs\n\n| scenario | method | seed | rounds | wall s | metrics |\n|---|---|---|---|---|---|\n";
-
+    std::ostringstream md;
+    md << "## Per scenario and method\n\nfinal acc: the mean over clients of each run's final accuracy, "
+          "then mean ± sample standard deviation of that mean over seeds; bytes: all clients together, "
+          "mean over seeds; wall s: sum of the rounds' wall time (/rounds/round_seconds), mean over "
+          "seeds.\n\n";
+    md << "| scenario | method | clients | n | rounds | final acc | best acc | majority | bytes up | bytes down | "
+          "wall s |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
     for (const auto& g : groups) {
-        const RunSummary& first = *g.runs.front();
-        const size_t K = static_cast<size_t>(first.clients);
-        std::string seed_list;
-        for (const auto* r : g.runs) seed_list += (seed_list.empty() ? "" : " ") + r->seed;
-        for (size_t k = 0; k < K; ++k) {
-            std::vector<double> fin, gen, best, up, down, sec, in, maj, best_r;
-            std::map<int64_t, int> round_votes;
-            for (const auto* r : g.runs) {
-                fin.push_back(r->final_acc[k]);
-                gen.push_back(r->final_gen[k] >= 0 ? r->final_gen[k] : kNaN);  // -1: generation not evaluated
-                best.push_back(r->best_acc[k] >= 0 ? r->best_acc[k] : kNaN);
-                up.push_back(r->bytes_up[k]);
-                down.push_back(r->bytes_down[k]);
-                sec.push_back(r->seconds[k]);
-                in.push_back(r->rounds_in[k]);
-                maj.push_back(r->majority[k]);
-                if (r->best_acc[k] >= 0) {
-                    best_r.push_back(static_cast<double>(r->best_round[k]));
-                    ++round_votes[r->best_round[k]];
-                }
-            }
-            int64_t mode = -1;
-            int votes = 0;
-            for (const auto& [round, v] : round_votes)
-                if (v > votes) {
-                    mode = round;
-                    votes = v;
-                }
-            const Stats f = stats_of(fin);
-            const auto shard_it = first.config.find("client." + std::to_string(k) + ".shard");
-            const std::string shard = shard_it == first.config.end() ? "" : shard_it->second;
-            const std::string name = first.names[k] + (shard.empty() ? "" : " " + shard);
-            const double grp = k < first.group.size() ? first.group[k] : kNaN;
-            const std::string grp_s = std::isfinite(grp) && grp >= 0 ? fmt("%.0f", grp) : "-";
-            const std::string mode_s = mode >= 0 ? std::to_string(mode) : "-";
-            md << "| " << g.label << " | " << g.method << " | " << k << " " << name << " | " << fmt("%.0f", first.rank[k])
-               << " | " << grp_s << " | " << fmt("%.3f", stats_of(maj).mean) << " | " << mean_pm_std(f) << " | " << f.n
-               << " | " << fmt("%.3f", stats_of(best).mean) << " | " << mode_s << " | "
-               << human_bytes(stats_of(up).mean) << " | " << human_bytes(stats_of(down).mean) << " | "
-               << fmt("%.1f", stats_of(sec).mean) << " |\n";
-            csv << csv_field(g.label) << "," << g.method << "," << k << "," << csv_field(name) << ","
-                << csv_num("%.0f", first.rank[k]) << "," << (grp_s == "-" ? "" : grp_s) << ","
-                << csv_num("%.6f", stats_of(maj).mean) << "," << csv_num("%.6f", f.mean) << "," << csv_num("%.6f", f.std)
-                << "," << f.n << "," << csv_num("%.6f", stats_of(gen).mean) << "," << csv_num("%.6f", stats_of(best).mean)
-                << "," << (mode >= 0 ? std::to_string(mode) : "") << "," << csv_num("%.3f", stats_of(best_r).mean) << ","
-                << csv_num("%.3f", stats_of(in).mean) << "," << csv_num("%.0f", stats_of(up).mean) << ","
-                << csv_num("%.0f", stats_of(down).mean) << "," << csv_num("%.3f", stats_of(sec).mean) << ","
-                << seed_list << "\n";
-        }
+        const size_t K = static_cast<size_t>(g.runs.front()->clients);
+        const GroupOverSeeds o = group_over_seeds(g);
+        const Stats mf = stats_of(o.mean_fin);
+        md << "| " << g.label << " | " << g.method << " | " << K << " | " << g.runs.size() << " | " << o.rounds
+           << " | " << mean_pm_std(mf) << " | " << fmt("%.3f", stats_of(o.mean_best).mean) << " | "
+           << fmt("%.3f", stats_of(o.mean_maj).mean) << " | " << human_bytes(stats_of(o.tot_up).mean) << " | "
+           << human_bytes(stats_of(o.tot_down).mean) << " | " << fmt("%.1f", stats_of(o.wall).mean) << " |\n";
+        summary_csv << csv_field(g.label) << "," << g.method << "," << K << "," << g.runs.size() << "," << seed_list(g)
+                    << "," << o.rounds << "," << csv_num("%.6f", mf.mean) << "," << csv_num("%.6f", mf.std) << ","
+                    << csv_num("%.6f", stats_of(o.mean_best).mean) << "," << csv_num("%.6f", stats_of(o.mean_maj).mean)
+                    << "," << csv_num("%.0f", stats_of(o.tot_up).mean) << ","
+                    << csv_num("%.0f", stats_of(o.tot_down).mean) << "," << csv_num("%.3f", stats_of(o.wall).mean)
+                    << "\n";
+    }
+    return md.str();
+}
 
-        // Per run: the mean over clients, then statistics over seeds.
-        std::vector<double> mean_fin, mean_best, mean_maj, tot_up, tot_down, wall;
-        int64_t rounds_min = first.rounds, rounds_max = first.rounds;
-        for (const auto* r : g.runs) {
-            mean_fin.push_back(stats_of(r->final_acc).mean);
-            std::vector<double> b;
-            for (double x : r->best_acc) b.push_back(x >= 0 ? x : kNaN);
-            mean_best.push_back(stats_of(b).mean);
-            mean_maj.push_back(stats_of(r->majority).mean);
-            double u = 0, d = 0;
-            for (size_t k = 0; k < K; ++k) {
-                u += r->bytes_up[k];
-                d += r->bytes_down[k];
-            }
-            tot_up.push_back(u);
-            tot_down.push_back(d);
-            wall.push_back(r->wall_seconds);
-            rounds_min = std::min(rounds_min, r->rounds);
-            rounds_max = std::max(rounds_max, r->rounds);
-            runs_md << "| " << g.label << " | " << g.method << " | " << r->seed << " | " << r->rounds << " | "
-                    << fmt("%.1f", r->wall_seconds) << " | " << r->path << " |\n";
-        }
-        std::string rounds_s = std::to_string(rounds_min);
-        if (rounds_max != rounds_min) rounds_s += "-" + std::to_string(rounds_max);
-        const Stats mf = stats_of(mean_fin);
-        summary_md << "| " << g.label << " | " << g.method << " | " << K << " | " << g.runs.size() << " | " << rounds_s
-                   << " | " << mean_pm_std(mf) << " | " << fmt("%.3f", stats_of(mean_best).mean) << " | "
-                   << fmt("%.3f", stats_of(mean_maj).mean) << " | " << human_bytes(stats_of(tot_up).mean) << " | "
-                   << human_bytes(stats_of(tot_down).mean) << " | " << fmt("%.1f", stats_of(wall).mean) << " |\n";
-        summary_csv << csv_field(g.label) << "," << g.method << "," << K << "," << g.runs.size() << "," << seed_list
-                    << "," << rounds_s << "," << csv_num("%.6f", mf.mean) << "," << csv_num("%.6f", mf.std) << ","
-                    << csv_num("%.6f", stats_of(mean_best).mean) << "," << csv_num("%.6f", stats_of(mean_maj).mean)
-                    << "," << csv_num("%.0f", stats_of(tot_up).mean) << "," << csv_num("%.0f", stats_of(tot_down).mean)
-                    << "," << csv_num("%.3f", stats_of(wall).mean) << "\n";
-    }
-    md << "\n" << summary_md.str() << "\n" << runs_md.str();
+// One row per run, with the path of its metrics.
+std::string runs_table(const std::vector<Group>& groups) {
+    std::ostringstream md;
+    md << "## Runs\n\n| scenario | method | seed | rounds | wall s | metrics |\n|---|---|---|---|---|---|\n";
+    for (const auto& g : groups)
+        for (const auto* r : g.runs)
+            md << "| " << g.label << " | " << g.method << " | " << r->seed << " | " << r->rounds << " | "
+               << fmt("%.1f", r->wall_seconds) << " | " << r->path << " |\n";
+    return md.str();
+}
+
+void grouped_tables(const std::vector<std::string>& paths, std::ostringstream& md, std::ostringstream& csv,
+                    std::ostringstream& summary_csv) {
+    Notes notes;
+    const std::vector<RunSummary> runs = load_complete_runs(paths, notes);
+    const Variants variants = find_variants(runs);
+    const VariantLabels labels = label_variants(variants, notes);
+    std::vector<Group> groups = form_groups(runs, variants, labels);  // points into `runs`
+    sort_by_seed(groups, notes);
+
+    std::ostringstream body;
+    per_client_tables(groups, body, csv);
+    body << "\n" << summary_tables(groups, summary_csv) << "\n" << runs_table(groups);
     if (!notes.empty()) {
-        md << "\nNotes:\n\n";
-        for (const auto& n : notes) {
-            md << "* " << n << "\n";
-            std::fprintf(stderr, "h2tune report: %s\n", n.c_str());
-        }
+        body << "\nNotes:\n\n";
+        for (const auto& n : notes) body << "* " << n << "\n";
+        print_notes(notes);
     }
-    std::ostringstream head;
-    head << "# h2tune report: " << runs.size() << " runs, " << groups.size() << " groups (scenario, method)\n\n";
-    const std::string body = md.str();
-    md.str(head.str() + body);
+    md << "# h2tune report: " << runs.size() << " runs, " << groups.size() << " groups (scenario, method)\n\n"
+       << body.str();
 }
 
 void write_file(const po::variables_map& vm, const char* option, const std::string& text) {

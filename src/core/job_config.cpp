@@ -12,6 +12,7 @@
 #include <boost/program_options.hpp>
 
 #include "h2tune/core/error.h"
+#include "h2tune/core/methods.h"
 
 namespace po = boost::program_options;
 
@@ -22,15 +23,6 @@ int ClientConfig::effective_rank(int max_rank) const {
     if (resource == "low") return std::max(1, max_rank / 4);
     if (resource == "medium") return std::max(1, max_rank / 2);
     return max_rank;
-}
-
-const std::vector<std::string>& known_methods() {
-    static const std::vector<std::string> methods = {
-        "h2tune", "h2tune-dense", "local", "fedit", "ffa", "fedsa", "hetlora", "flexlora", "flora",
-        // H2Tune ablations: no sparsification, fixed depth or end alignment,
-        // no alternation.
-        "h2tune-full-rank", "h2tune-depth", "h2tune-end", "h2tune-joint"};
-    return methods;
 }
 
 namespace {
@@ -378,6 +370,31 @@ void validate(JobConfig& cfg) {
     }
 }
 
+// The settings the method implies (its entry in core/methods.h), over whatever the job said:
+// an ablation is H2Tune with exactly that change, and the resolved job records it.
+void apply_method_settings(JobConfig& cfg) {
+    const MethodSpec& method = method_spec(cfg.run.method);
+    const auto current = [&cfg](const std::string& key) -> std::string {
+        const auto dot = key.find('.');
+        const std::string section = key.substr(0, dot), name = key.substr(dot + 1);
+        if (section == "run") return find_field(run_fields(), name)->get(cfg.run);
+        return find_field(federation_fields(), name)->get(cfg.federation);
+    };
+    for (const auto& s : method.implies) {
+        const std::string value = s.value.compare(0, 1, "=") == 0 ? current(s.value.substr(1)) : s.value;
+        const Value v{value, "run.method = " + method.name};
+        const auto dot = s.key.rfind('.');
+        const std::string section = s.key.substr(0, dot), name = s.key.substr(dot + 1);
+        if (section == "client.*") {
+            for (auto& c : cfg.clients) find_field(client_fields(), name)->set(c, "client." + std::to_string(c.index) + "." + name, v);
+        } else if (section == "federation") {
+            find_field(federation_fields(), name)->set(cfg.federation, s.key, v);
+        } else {
+            find_field(run_fields(), name)->set(cfg.run, s.key, v);
+        }
+    }
+}
+
 }  // namespace
 
 JobConfig parse_job_config(const std::string& text, const std::string& source, const ConfigOverrides& overrides) {
@@ -445,6 +462,7 @@ JobConfig parse_job_config(const std::string& text, const std::string& source, c
                               std::to_string(cfg.clients.size() - 1) + " without gaps");
         }
     }
+    apply_method_settings(cfg);
     validate(cfg);
 
     for (const auto& f : run_fields()) cfg.resolved["run." + f.name] = f.get(cfg.run);

@@ -8,6 +8,8 @@
 
 namespace h2tune {
 
+bool mask_refresh_due(int64_t every, int round) { return every > 0 && round > 0 && round % every == 0; }
+
 torch::Tensor magnitude_mask_scores(const torch::Tensor& bank, const torch::Tensor& relation) {
     if (bank.dim() != 3 || relation.dim() != 2 || relation.size(0) != bank.size(0))
         throw ModelError("magnitude_mask_scores: bank [L_g, M, R*R] and relation [L_g, L_k] do not match");

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <memory>
@@ -482,6 +483,15 @@ torch::Tensor bank_gather(const torch::Tensor& bank, const torch::Tensor& mask) 
 torch::Tensor relation_mix(const torch::Tensor& relation, const torch::Tensor& slices) {
     const int64_t Lg = slices.size(0), M = slices.size(1), n = slices.size(2);
     return torch::matmul(relation.t(), slices.reshape({Lg, M * n})).reshape({relation.size(1), M, n});
+}
+
+std::string exceeding_values(const torch::Tensor& values, double max_abs) {
+    if (max_abs <= 0 || values.numel() == 0) return "";
+    const double peak = values.abs().max().item<double>();
+    if (peak <= max_abs) return "";
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "values up to %.3g exceed federation.max_abs_value = %.3g", peak, max_abs);
+    return buf;
 }
 
 }  // namespace h2tune

@@ -5,6 +5,7 @@
 
 #include "h2tune/core/error.h"
 #include "h2tune/core/job_config.h"
+#include "h2tune/core/methods.h"
 
 using namespace h2tune;
 
@@ -168,4 +169,40 @@ TEST(JobConfig, CommandLineErrorsSayCommandLine) {
     expect_error(kValidJob, {"command line", "unknown key 'run.bogus'"}, {{"run.bogus", "1"}});
     expect_error(kValidJob, {"command line", "'run.rounds'"}, {{"run.rounds", "-1"}});
     expect_error(kValidJob, {"command line", "no [client.5]"}, {{"client.5.rank", "4"}});
+}
+
+TEST(MethodTable, EveryMethodIsKnownInReportOrderWithItsFamily) {
+    const auto& names = known_methods();
+    ASSERT_EQ(names.size(), method_table().size());
+    EXPECT_EQ(names.front(), "local");
+    EXPECT_EQ(method_order("local"), 0);
+    EXPECT_LT(method_order("flora"), method_order("h2tune-full-rank"));
+    EXPECT_EQ(method_order("fedprox"), static_cast<int>(names.size()));
+    for (const auto& m : method_table()) {
+        EXPECT_FALSE(m.exchange.empty()) << m.name;
+        if (m.family == MethodFamily::kLoraBaseline) EXPECT_TRUE(m.lora.upload_A || m.lora.upload_B) << m.name;
+        if (m.family != MethodFamily::kH2Tune) EXPECT_TRUE(m.implies.empty()) << m.name;
+    }
+    EXPECT_TRUE(method_spec("h2tune-dense").dense);
+    EXPECT_TRUE(method_spec("ffa").lora.freeze_A);
+    EXPECT_TRUE(method_spec("flora").lora.merge);
+    EXPECT_TRUE(method_spec("fedit").lora.groups_by_rank);
+    EXPECT_FALSE(method_spec("hetlora").lora.groups_by_rank);
+    EXPECT_THROW(method_spec("fedprox"), ConfigError);
+}
+
+TEST(MethodTable, AblationsSetWhatTheyImplyAndTheResolvedJobRecordsIt) {
+    JobConfig full = parse_job_config(kValidJob, "job.ini", {{"run.method", "h2tune-full-rank"}});
+    for (const auto& c : full.clients) EXPECT_EQ(c.rank, 32);
+    EXPECT_EQ(full.resolved.at("client.0.rank"), "32");
+    EXPECT_EQ(full.resolved.at("client.1.rank"), "32");
+    JobConfig depth = parse_job_config(kValidJob, "job.ini", {{"run.method", "h2tune-depth"}, {"federation.align", "end"}});
+    EXPECT_EQ(depth.federation.align, "depth");  // the method wins over the job
+    EXPECT_EQ(parse_job_config(kValidJob, "job.ini", {{"run.method", "h2tune-joint"}}).resolved.at("federation.alternate"),
+              "none");
+    JobConfig plain = parse_job_config(kValidJob, "job.ini");
+    EXPECT_EQ(plain.clients[0].rank, 8);
+    EXPECT_EQ(method_implied_keys("h2tune-full-rank", 2), (std::set<std::string>{"client.0.rank", "client.1.rank"}));
+    EXPECT_EQ(method_implied_keys("h2tune-end", 2), (std::set<std::string>{"federation.align"}));
+    EXPECT_TRUE(method_implied_keys("fedit", 2).empty());
 }

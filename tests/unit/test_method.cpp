@@ -7,6 +7,7 @@
 
 #include "h2tune/core/error.h"
 #include "h2tune/method/alignment.h"
+#include "h2tune/method/h2tune_server.h"
 #include "h2tune/method/mask_refresh.h"
 #include "h2tune/method/sparse_bank.h"
 
@@ -316,4 +317,104 @@ TEST(MaskRefresh, TaylorAccumulatorIsAnExponentialMovingAverage) {
     t.reset();
     EXPECT_TRUE(t.empty());
     EXPECT_EQ(t.scores().sum().item<double>(), 0.0);
+}
+
+// ------------------------------------------------------------------ rank 0's H2Tune server
+
+namespace {
+
+BankUpload server_upload(int client, int64_t layers, int64_t rank, const BankShape& shape) {
+    BankUpload u;
+    u.client = client;
+    u.samples = 10.0 + client;
+    u.rank = rank;
+    u.relation = torch::softmax(torch::randn({shape.global_layers, layers}), 0);
+    u.values = torch::randn({layers, shape.modules, rank * rank});
+    return u;
+}
+
+torch::Tensor first_entries(int64_t modules, int64_t entries) {
+    return torch::arange(entries, torch::kInt64).unsqueeze(0).repeat({modules, 1}).contiguous();
+}
+
+}  // namespace
+
+TEST(H2TuneServer, AcceptsValidUploadsAndAggregatesThemInClientOrder) {
+    torch::manual_seed(3);
+    const BankShape shape{3, 2, 4};
+    H2TuneServer server(shape, 2, false, 0.0);
+    server.announce_masks(0, first_entries(2, 4), 40);
+    server.announce_masks(1, first_entries(2, 9), 60);
+    BankUpload a = server_upload(0, 2, 2, shape), b = server_upload(1, 3, 3, shape);
+    // The reference: the pure aggregation over the same uploads, in client order.
+    torch::Tensor expected = bank_zeros(shape);
+    ClientUpload ca{0, a.samples, 2, 2, first_entries(2, 4), a.relation, a.values};
+    ClientUpload cb{1, b.samples, 3, 3, first_entries(2, 9), b.relation, b.values};
+    aggregate_sparse(expected, {&ca, &cb});
+    EXPECT_EQ(server.accept(b), "");  // arrival order does not matter
+    EXPECT_EQ(server.accept(a), "");
+    server.aggregate();
+    EXPECT_TRUE(torch::equal(server.bank(), expected));
+    EXPECT_TRUE(torch::equal(server.slot(1).relation, b.relation));
+    EXPECT_TRUE(torch::equal(server.download_for(0).values, bank_gather(expected, first_entries(2, 4))));
+}
+
+TEST(H2TuneServer, RefusesWithAReasonAndKeepsTheBank) {
+    const BankShape shape{3, 2, 4};
+    H2TuneServer server(shape, 3, false, 100.0);
+    server.announce_masks(0, first_entries(2, 4), 0);
+    torch::Tensor bad = first_entries(2, 4);
+    bad[0][3] = 99;
+    server.announce_masks(1, bad, 0);
+    server.announce_masks(2, first_entries(2, 4), 0);
+    EXPECT_FALSE(server.delivers_to(1));
+    EXPECT_NE(server.accept(server_upload(1, 2, 2, shape)).find("mask index out of range"), std::string::npos);
+    EXPECT_NE(server.accept(server_upload(0, 2, 3, shape)).find("claims rank 3 but announced masks of 4 entries"),
+              std::string::npos);
+    BankUpload nan = server_upload(0, 2, 2, shape);
+    nan.values[0][0][0] = std::nanf("");
+    EXPECT_NE(server.accept(nan), "");
+    BankUpload big = server_upload(2, 2, 2, shape);
+    big.values.mul_(1e6);
+    EXPECT_NE(server.accept(big).find("exceed federation.max_abs_value"), std::string::npos);
+    BankUpload taylor = server_upload(0, 2, 2, shape);
+    taylor.taylor = -torch::ones({2, 4});
+    taylor.grad_scale = torch::ones({2});
+    EXPECT_EQ(server.accept(taylor), "Taylor scores must be finite and non-negative");
+    server.aggregate();
+    EXPECT_TRUE(torch::equal(server.bank(), bank_zeros(shape)));
+    EXPECT_FALSE(server.slot(0).relation.defined());
+}
+
+TEST(H2TuneServer, StateRoundTripsAndRefreshReselectsParticipantsOnly) {
+    torch::manual_seed(5);
+    const BankShape shape{2, 1, 4};
+    H2TuneServer server(shape, 2, false, 0.0);
+    server.announce_masks(0, first_entries(1, 4), 12);
+    server.announce_masks(1, first_entries(1, 4), 12);
+    for (int k : {0, 1}) {
+        BankUpload u = server_upload(k, 2, 2, shape);
+        u.values = torch::rand({2, 1, 4}) + 1.0;
+        ASSERT_EQ(server.accept(u), "");
+    }
+    server.aggregate();
+    // Put weight outside the masks so that |M| prefers other entries.
+    H2TuneServer restored(shape, 2, false, 0.0);
+    TensorMap state = server.state();
+    state["bank"] = state["bank"].clone();
+    state["bank"].index_put_({torch::indexing::Slice(), 0, 15}, 50.0);
+    restored.load_state(state);
+    EXPECT_DOUBLE_EQ(restored.slot(1).mask_bytes, 12);
+    restored.refresh_masks(1, 1, false, {true, false});
+    EXPECT_TRUE(restored.slot(0).new_masks.defined());
+    EXPECT_GT(restored.slot(0).mask_changed, 0.0);
+    EXPECT_EQ(restored.slot(0).masks[0][3].item<int64_t>(), 15);
+    EXPECT_FALSE(restored.slot(1).new_masks.defined());  // sat the round out
+    restored.refresh_masks(2, 3, false, {true, true});  // not due: clears last round's news
+    EXPECT_FALSE(restored.slot(0).new_masks.defined());
+    EXPECT_DOUBLE_EQ(restored.slot(0).mask_changed, 0.0);
+    H2TuneServer again(shape, 2, false, 0.0);
+    again.load_state(restored.state());
+    EXPECT_TRUE(torch::equal(again.slot(0).masks, restored.slot(0).masks));
+    EXPECT_TRUE(torch::equal(again.bank(), restored.bank()));
 }

@@ -10,6 +10,5 @@ std::string git_sha();
 std::string torch_version();
 std::string mpi_version();   // library version string of the MPI implementation
 std::string hdf5_version();
-bool nccl_compiled_in();
 
 }  // namespace h2tune

@@ -12,7 +12,7 @@
 #include <torch/types.h>
 
 #include "h2tune/app/client_runtime.h"
-#include "h2tune/app/federation_protocol.h"
+#include "h2tune/app/federation_server.h"
 #include "h2tune/comm/communicator.h"
 #include "h2tune/io/checkpoint_dir.h"
 
@@ -26,11 +26,6 @@ void write_tensor_file(const std::string& path, const TensorMap& tensors,
                        const std::map<std::string, std::string>& attributes = {});
 TensorMap read_tensor_file(const std::string& path, std::map<std::string, std::string>* attributes = nullptr);
 
-// Rank 0's state between rounds: the bank, every client's masks, latest relation and Taylor
-// statistics, the round's mask_changed and the mask announcement bytes.
-TensorMap server_state(const FederatedServer& server);
-void load_server_state(FederatedServer& server, const TensorMap& state, size_t num_clients);
-
 struct CheckpointRequest {
     std::string root;          // OUTPUT/checkpoints
     std::string metrics_path;  // OUTPUT/metrics.h5 (rank 0 copies it in)
@@ -40,11 +35,12 @@ struct CheckpointRequest {
     int keep = 2;
 };
 
-// Collective: every rank writes its clients' files, rank 0 the server state and metrics copy,
+// Collective: every rank writes its clients' files, rank 0 the server state (`server`, null for
+// methods without one) and metrics copy,
 // then rank 0 commits (after a gather that doubles as the barrier) and prunes old checkpoints.
 // Returns the checkpoint directory.
 std::string write_checkpoint(Communicator& comm, const CheckpointRequest& request,
-                             const std::vector<std::unique_ptr<ClientRuntime>>& clients, const FederatedServer* server);
+                             const std::vector<std::unique_ptr<ClientRuntime>>& clients, const FederationServer* server);
 
 // Rank 0 picks the newest committed checkpoint under `root` whose files verify, printing why it
 // skipped any newer one; the choice is broadcast. Throws ConfigError when there is none.

@@ -9,9 +9,11 @@
 #include <string>
 #include <vector>
 
-#include "h2tune/app/lora_baselines.h"
 #include "h2tune/core/job_config.h"
+#include "h2tune/core/methods.h"
 #include "h2tune/data/loader.h"
+#include "h2tune/method/h2tune_server.h"
+#include "h2tune/method/lora_server.h"
 #include "h2tune/method/shared_middle.h"
 #include "h2tune/tokenizer/bpe_tokenizer.h"
 #include "h2tune/train/adapted_model.h"
@@ -26,6 +28,11 @@ struct ClientPaths {
     std::string model_dir, tokenizer, train_file, test_file, task_file;
 };
 ClientPaths resolve_client_paths(const ClientConfig& client);
+
+// LoRA baselines: clients with equal signatures form a group (the architecture and adapted
+// modules, plus the rank for the rules that average factors of equal shape).
+std::string lora_group_signature(const LlamaConfig& config, const std::vector<std::string>& modules, int64_t rank,
+                                 const MethodSpec& method);
 
 struct ClientRoundMetrics {
     double train_loss = 0;
@@ -47,17 +54,6 @@ struct RoundProgress {
     double bytes_down = 0;
 };
 
-// What a client uploads after an H2Tune round (packed by the caller).
-struct ClientUploadValues {
-    torch::Tensor masks;     // [M, r^2] int64
-    torch::Tensor relation;  // [L_g, L_k] float32
-    torch::Tensor values;    // [L_k, M, r^2] float32
-    double samples = 0;
-    // Taylor statistics for rank 0's mask re-selection; defined only when `with_taylor` was asked.
-    torch::Tensor taylor;      // [M, r^2] float32
-    torch::Tensor grad_scale;  // [M] float32
-};
-
 class ClientRuntime {
 public:
     // `global_layers` is L_g (used by the h2tune methods; ignored by local). The model, adapters
@@ -66,24 +62,23 @@ public:
                   torch::Device device = torch::kCPU);
 
     bool shares_middle() const { return shared_ != nullptr; }
-    // Start of an H2Tune round: the received bank slices G[:, m, Omega_m] ([L_g, M, r^2]).
-    void receive_slices(const torch::Tensor& slices);
-    ClientUploadValues upload_values(bool with_taylor = false) const;
-    // h2tune-dense: the reference implementation's traffic with the method's semantics. The client
-    // receives the whole bank (keeps it, uses its mask's slices) and uploads its personalised
-    // R x R matrices sum_j Pi[j,l] G^j with its T values at its mask entries.
-    bool dense_exchange() const { return dense_; }
-    void receive_dense_bank(const torch::Tensor& bank);
-    torch::Tensor dense_values(const torch::Tensor& values) const;  // [L_k, M, r^2] -> [L_k, M, R*R]
-    // Rank 0 re-selected this client's masks (mask_refresh); takes effect before receive_slices.
-    void receive_masks(const torch::Tensor& masks);
     const SharedMiddle* shared() const { return shared_.get(); }
+    // Start of an H2Tune round: re-selected masks first (mask_refresh), then the bank slices
+    // G[:, m, Omega_m] ([L_g, M, r^2]). h2tune-dense: the reference implementation's traffic with
+    // the method's semantics: the client receives the whole bank (keeps it, uses its mask's
+    // slices) and uploads its personalised R x R matrices sum_j Pi[j,l] G^j with its T values at
+    // its mask entries.
+    void apply_bank_download(const BankDownload& download);
+    bool dense_exchange() const { return dense_; }
+    // After an H2Tune round: relation, T values ([L_k, M, r^2]; dense: [L_k, M, R*R]), sample
+    // count and, when `with_taylor`, the Taylor statistics for rank 0's mask re-selection.
+    BankUpload bank_upload(bool with_taylor) const;
 
     // LoRA baselines (fedit, ffa, fedsa, hetlora, flexlora, flora).
     bool is_lora_baseline() const { return lora_; }
     const std::string& lora_signature() const { return lora_signature_; }
-    // The factors the method uploads ("A/<i>", "B/<i>"), and every factor's shape.
-    TensorMap lora_factors() const;
+    // The factors the method uploads ("A/<i>", "B/<i>") with the sample count, and every factor's shape.
+    LoraUpload lora_upload() const;
     std::map<std::string, std::vector<int64_t>> lora_factor_shapes() const;
     double lora_scale() const { return adapted_.alpha / static_cast<double>(adapted_.rank); }
     // Applies a download at the start of `round`: factors are copied in; FLoRA stacks are merged
@@ -128,6 +123,13 @@ public:
     void load_state(const std::map<std::string, torch::Tensor>& state);
 
 private:
+    void load_model();
+    void load_data();
+    void build_trainer(const JobConfig& job, int64_t global_layers);
+    void receive_slices(const torch::Tensor& slices);
+    void receive_dense_bank(const torch::Tensor& bank);
+    torch::Tensor dense_values(const torch::Tensor& values) const;  // [L_k, M, r^2] -> [L_k, M, R*R]
+
     ClientConfig config_;
     FederationConfig federation_;
     ClientPaths paths_;
@@ -137,12 +139,12 @@ private:
     std::vector<EncodedExample> test_encoded_;
     std::vector<std::string> test_references_;
     LabelSet labels_;
+    MethodSpec method_;
     std::unique_ptr<SharedMiddle> shared_;        // h2tune methods only
     bool lora_ = false;                           // a LoRA baseline
     torch::Device device_ = torch::kCPU;
     bool dense_ = false;                          // h2tune-dense
     torch::Tensor dense_bank_;                    // h2tune-dense: the bank received this round
-    LoraExchange lora_exchange_;
     std::string lora_signature_;
     uint64_t seed_ = 0;
     std::unique_ptr<AlternatingTrainer> trainer_;

@@ -1,6 +1,6 @@
 // MPI for h2tune: a private duplicate of MPI_COMM_WORLD (so library calls never collide with a
 // user's or another library's messages), node-local ranks for device selection, and byte-buffer
-// messages whose sizes travel first. Knows MPI (and NCCL when compiled in), nothing about LoRA.
+// messages whose sizes travel first. Knows MPI, nothing about LoRA.
 #pragma once
 
 #include <cstdint>

@@ -43,6 +43,13 @@ public:
     using Error::Error;
 };
 
+// A message between ranks that cannot be decoded: truncated, of another protocol version or
+// kind, or garbage. A defect or a mismatched build, not bad input: exit code 1.
+class MessageError : public CommError {
+public:
+    using CommError::CommError;
+};
+
 // Builds "file:line: message" (line omitted when 0), the form editors and compilers use.
 std::string error_at(const std::string& file, long line, const std::string& message);
 

@@ -102,7 +102,6 @@ JobConfig parse_job_config(const std::string& text, const std::string& source,
 // The canonical "key = value" rendering of the resolved configuration (sorted, one per line).
 std::string job_config_to_ini(const JobConfig& config);
 
-// Names of the methods `run.method` accepts.
-const std::vector<std::string>& known_methods();
+// The methods `run.method` accepts, and what each implies: core/methods.h.
 
 }  // namespace h2tune

@@ -1,5 +1,5 @@
 // Packing of message payloads into one contiguous byte buffer and bounds-checked unpacking.
-// A malformed or truncated buffer throws DataError instead of reading past its end, so that a
+// A malformed or truncated buffer throws MessageError instead of reading past its end, so that a
 // corrupted client payload can be rejected with a reason. Little-endian hosts only (x86, ARM).
 #pragma once
 
@@ -52,8 +52,8 @@ public:
     std::vector<T> get_array(size_t expected = 0) {
         const uint64_t n = get<uint64_t>();
         if (expected && n != expected)
-            throw DataError(what_ + ": array of " + std::to_string(n) + " elements, expected " + std::to_string(expected));
-        if (n > (size_ - pos_) / sizeof(T)) throw DataError(what_ + ": array length past the end of the message");
+            throw MessageError(what_ + ": array of " + std::to_string(n) + " elements, expected " + std::to_string(expected));
+        if (n > (size_ - pos_) / sizeof(T)) throw MessageError(what_ + ": array length past the end of the message");
         std::vector<T> out(static_cast<size_t>(n));
         copy(out.data(), out.size() * sizeof(T));
         return out;
@@ -67,7 +67,7 @@ public:
 
 private:
     void copy(void* out, size_t bytes) {
-        if (bytes > size_ - pos_) throw DataError(what_ + ": message truncated");
+        if (bytes > size_ - pos_) throw MessageError(what_ + ": message truncated");
         if (bytes) std::memcpy(out, data_ + pos_, bytes);
         pos_ += bytes;
     }

@@ -9,6 +9,9 @@
 
 namespace h2tune {
 
+// mask_refresh = N re-selects masks at the start of rounds N, 2N, ... (never round 0; 0 = never).
+bool mask_refresh_due(int64_t every, int round);
+
 // |M| score: S[m, e] = sum_l | sum_j Pi[j, l] G[j, m, e] |, i.e. the magnitude of entry e of the
 // client's personalised matrices M_k^{l,m}, summed over its layers. bank [L_g, M, R*R],
 // relation [L_g, L_k] -> [M, R*R] float32.

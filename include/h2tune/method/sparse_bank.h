@@ -40,6 +40,10 @@ std::string validate_mask_indices(const torch::Tensor& mask, int64_t max_rank);
 // order, finite values, column-stochastic relation, positive sample count).
 std::string validate_upload(const ClientUpload& upload, const BankShape& shape);
 
+// A finite but absurd update (a diverged client) would swamp the bank as surely as a NaN: why
+// `values` is refused when its largest magnitude exceeds `max_abs` (0: no limit), else "".
+std::string exceeding_values(const torch::Tensor& values, double max_abs);
+
 // G[j,m,e] <- sum_{k,l} w_k(j,l,e) T_k^{l,m}[e] / sum_{k,l} w_k(j,l,e), with
 // w_k(j,l,e) = n_k Pi_k[j,l] 1[e in Omega_k^m]; entries nobody covered keep their value.
 // Clients are summed in the order given (callers sort by client id for a fixed reduction order).

@@ -1,4 +1,4 @@
-#include "h2tune/app/lora_baselines.h"
+#include "h2tune/method/lora_server.h"
 
 #include <torch/torch.h>
 
@@ -8,77 +8,31 @@
 
 #include "h2tune/core/error.h"
 #include "h2tune/method/baselines.h"
+#include "h2tune/method/sparse_bank.h"
 
 namespace h2tune {
 
-bool is_lora_baseline(const std::string& m) {
-    return m == "fedit" || m == "ffa" || m == "fedsa" || m == "hetlora" || m == "flexlora" || m == "flora";
+namespace {
+
+using Rule = std::vector<LoraFactors> (*)(const std::vector<LoraFactors>&);
+
+// Each averaging baseline's rule (method/baselines.h); FLoRA stacks instead (aggregate()).
+Rule aggregation_rule(const std::string& method) {
+    static const std::map<std::string, Rule> rules = {{"fedit", aggregate_fedit},   {"ffa", aggregate_ffa},
+                                                      {"fedsa", aggregate_fedsa},   {"hetlora", aggregate_hetlora},
+                                                      {"flexlora", aggregate_flexlora}};
+    auto it = rules.find(method);
+    if (it == rules.end()) throw Error("LoRA baseline '" + method + "' has no aggregation rule");
+    return it->second;
 }
 
-LoraExchange lora_exchange(const std::string& m) {
-    LoraExchange e;
-    if (m == "fedit" || m == "hetlora" || m == "flexlora" || m == "flora") e.upload_A = e.upload_B = true;
-    else if (m == "ffa") e.upload_B = e.freeze_A = true;
-    else if (m == "fedsa") e.upload_A = true;
-    else throw ConfigError("run.method = '" + m + "' is not a LoRA baseline");
-    e.merge = m == "flora";
-    return e;
-}
-
-std::string lora_group_signature(const LlamaConfig& c, const std::vector<std::string>& modules, int64_t rank,
-                                 const std::string& method) {
-    std::ostringstream s;
-    s << "h" << c.hidden_size << "-i" << c.intermediate_size << "-l" << c.num_hidden_layers << "-a"
-      << c.num_attention_heads << "-kv" << c.num_key_value_heads << "-v" << c.vocab_size;
-    // An explicit head_dim changes q/k/v/o shapes, and another family is another architecture
-    // even at equal shapes; both are written only when present, so that signatures (and the
-    // adapter seeds hashed from them) of the built-in Llama-style models stay what they were.
-    if (c.head_dim() * c.num_attention_heads != c.hidden_size) s << "-d" << c.head_dim();
-    if (c.model_type != "llama") s << "-" << c.model_type;
-    s << "-m";
-    for (const auto& m : modules) s << m << ",";
-    if (method == "fedit" || method == "ffa" || method == "fedsa") s << "-r" << rank;
-    return s.str();
-}
-
-void put_tensor_map(ByteWriter& w, const TensorMap& tensors) {
-    w.put<uint32_t>(static_cast<uint32_t>(tensors.size()));
-    for (const auto& [name, t] : tensors) {
-        w.put_string(name);
-        torch::Tensor c = t.detach().to(torch::kCPU, torch::kFloat32).contiguous();
-        w.put<uint8_t>(static_cast<uint8_t>(c.dim()));
-        for (int64_t d = 0; d < c.dim(); ++d) w.put<int64_t>(c.size(d));
-        w.put_array(c.data_ptr<float>(), static_cast<size_t>(c.numel()));
-    }
-}
-
-TensorMap get_tensor_map(ByteReader& r) {
-    TensorMap out;
-    const uint32_t n = r.get<uint32_t>();
-    if (n > 100000) throw DataError("tensor map of " + std::to_string(n) + " tensors");
-    for (uint32_t i = 0; i < n; ++i) {
-        const std::string name = r.get_string();
-        const int dims = r.get<uint8_t>();
-        if (dims > 4) throw DataError("tensor '" + name + "' has " + std::to_string(dims) + " dimensions");
-        std::vector<int64_t> shape(static_cast<size_t>(dims));
-        size_t count = 1;
-        for (auto& d : shape) {
-            d = r.get<int64_t>();
-            if (d < 0 || d > (int64_t{1} << 31)) throw DataError("tensor '" + name + "' has a bad dimension");
-            count *= static_cast<size_t>(d);
-        }
-        auto values = r.get_array<float>(count);
-        if (values.size() != count) throw DataError("tensor '" + name + "' has the wrong number of values");
-        out[name] = torch::from_blob(values.data(), shape, torch::kFloat32).clone();
-    }
-    return out;
-}
+}  // namespace
 
 void LoraServer::configure(const std::string& m, const std::vector<std::string>& signatures,
                            std::vector<std::map<std::string, std::vector<int64_t>>> factor_shapes,
                            std::vector<double> scales) {
     method = m;
-    exchange = lora_exchange(m);
+    exchange = method_spec(m).lora;
     shapes = std::move(factor_shapes);
     scale = std::move(scales);
     const size_t K = signatures.size();
@@ -109,7 +63,7 @@ std::string LoraServer::describe() const {
     for (size_t k = 0; k < group.size(); ++k)
         if (group[k] < 0) alone.push_back(static_cast<int>(k));
     if (!alone.empty()) {
-        s << "  alone (no other client shares the architecture" << (method == "fedit" || method == "ffa" || method == "fedsa" ? " and rank" : "")
+        s << "  alone (no other client shares the architecture" << (exchange.groups_by_rank ? " and rank" : "")
           << "; trains locally):";
         for (int k : alone) s << " " << k;
         s << "\n";
@@ -117,7 +71,7 @@ std::string LoraServer::describe() const {
     return s.str();
 }
 
-std::string LoraServer::validate(const LoraUpload& u) const {
+std::string LoraServer::validate(const LoraUpload& u, double max_abs) const {
     const auto& want = shapes.at(static_cast<size_t>(u.client));
     if (!(u.samples > 0) || !std::isfinite(u.samples)) return "sample count must be positive";
     size_t expected = 0;
@@ -131,9 +85,12 @@ std::string LoraServer::validate(const LoraUpload& u) const {
         if (!torch::isfinite(it->second).all().item<bool>()) return "factor " + name + " contains NaN or Inf";
     }
     if (u.factors.size() != expected) return "unexpected factors in the upload";
+    for (const auto& kv : u.factors) {
+        const std::string why = exceeding_values(kv.second, max_abs);
+        if (!why.empty()) return why;
+    }
     return "";
 }
-
 void LoraServer::aggregate(const std::vector<const LoraUpload*>& accepted) {
     for (size_t g = 0; g < members.size(); ++g) {
         std::vector<const LoraUpload*> in;
@@ -180,13 +137,7 @@ void LoraServer::aggregate(const std::vector<const LoraUpload*>& accepted) {
             // as ranks: their results are computed from the participants alone.
             std::vector<int> targets;
             for (const LoraUpload* u : in) targets.push_back(u->client);
-            std::vector<LoraFactors> out;
-            if (method == "fedit") out = aggregate_fedit(f);
-            else if (method == "ffa") out = aggregate_ffa(f);
-            else if (method == "fedsa") out = aggregate_fedsa(f);
-            else if (method == "hetlora") out = aggregate_hetlora(f);
-            else if (method == "flexlora") out = aggregate_flexlora(f);
-            else throw Error("LoRA baseline '" + method + "' has no aggregation rule");
+            const std::vector<LoraFactors> out = aggregation_rule(method)(f);
             for (size_t j = 0; j < out.size(); ++j) {
                 TensorMap& p = pending[static_cast<size_t>(targets[j])];
                 if (exchange.upload_A) p["A/" + i] = out[j].A;
