@@ -31,7 +31,8 @@ if [[ $MODE == compare ]]; then
     a=$1/fingerprints.txt b=$2/fingerprints.txt
     for f in "$a" "$b"; do [[ -s $f ]] || { echo "check_identical_results: $f missing or empty" >&2; exit 2; }; done
     if diff -u "$a" "$b" > "$2/fingerprints.diff"; then
-        echo "identical: $(wc -l < "$a") fingerprints over $(cut -d' ' -f1 "$a" | sort -u | wc -l) runs"
+        echo "identical: $(wc -l < "$a") fingerprints of $(cut -d' ' -f1 "$a" | cut -d/ -f1-2 | sort -u | wc -l) runs" \
+             "(and their checkpoints' metrics.h5 copies)"
         exit 0
     fi
     echo "DIFFERENT: $(grep -c '^+[^+]' "$2/fingerprints.diff") of $(wc -l < "$a") fingerprints differ (see $2/fingerprints.diff):"

@@ -180,8 +180,12 @@ TEST(MethodTable, EveryMethodIsKnownInReportOrderWithItsFamily) {
     EXPECT_EQ(method_order("fedprox"), static_cast<int>(names.size()));
     for (const auto& m : method_table()) {
         EXPECT_FALSE(m.exchange.empty()) << m.name;
-        if (m.family == MethodFamily::kLoraBaseline) EXPECT_TRUE(m.lora.upload_A || m.lora.upload_B) << m.name;
-        if (m.family != MethodFamily::kH2Tune) EXPECT_TRUE(m.implies.empty()) << m.name;
+        if (m.family == MethodFamily::kLoraBaseline) {
+            EXPECT_TRUE(m.lora.upload_A || m.lora.upload_B) << m.name;
+        }
+        if (m.family != MethodFamily::kH2Tune) {
+            EXPECT_TRUE(m.implies.empty()) << m.name;
+        }
     }
     EXPECT_TRUE(method_spec("h2tune-dense").dense);
     EXPECT_TRUE(method_spec("ffa").lora.freeze_A);

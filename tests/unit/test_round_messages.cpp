@@ -84,7 +84,9 @@ TEST(RoundMessages, UploadRecordRoundTripsWithAndWithoutTaylor) {
         EXPECT_TRUE(torch::equal(d.bank.relation, u.bank.relation));
         EXPECT_TRUE(torch::equal(d.bank.values, u.bank.values));
         EXPECT_EQ(d.bank.taylor.defined(), taylor);
-        if (taylor) EXPECT_TRUE(torch::equal(d.bank.grad_scale, u.bank.grad_scale));
+        if (taylor) {
+            EXPECT_TRUE(torch::equal(d.bank.grad_scale, u.bank.grad_scale));
+        }
         // The values' bytes: everything after the 101-byte header (client, 12 metrics, flag).
         EXPECT_DOUBLE_EQ(d.value_bytes, static_cast<double>(bytes.size() - 101));
     }
