@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <set>
@@ -255,6 +256,7 @@ const Field<S>* find_field(const std::vector<Field<S>>& fields, const std::strin
 struct ScannedIni {
     std::map<std::string, long> line_of;  // "section.key" -> line
     std::set<int> client_ids;
+    std::string text;  // the text Program_options parses: section headers trimmed, line for line
 };
 
 bool parse_client_section(const std::string& section, int* id) {
@@ -268,11 +270,14 @@ bool parse_client_section(const std::string& section, int* id) {
 
 ScannedIni scan_ini(const std::string& text, const std::string& source) {
     ScannedIni out;
-    std::istringstream in(text);
+    // Editors on some systems start UTF-8 files with a byte-order mark; it is not part of the text.
+    const bool bom = text.compare(0, 3, "\xEF\xBB\xBF") == 0;
+    std::istringstream in(bom ? text.substr(3) : text);
     std::string raw, section;
     long line_no = 0;
     while (std::getline(in, raw)) {
         ++line_no;
+        out.text += raw + "\n";
         std::string line = raw;
         auto hash = line.find('#');  // Program_options treats '#' anywhere as a comment start
         if (hash != std::string::npos) line.erase(hash);
@@ -282,6 +287,9 @@ ScannedIni scan_ini(const std::string& text, const std::string& source) {
             if (line.back() != ']')
                 throw ConfigError(error_at(source, line_no, "malformed section header '" + line + "'"));
             section = trim(line.substr(1, line.size() - 2));
+            // "[ client.0 ]" is "[client.0]": Program_options would keep the spaces in the name.
+            out.text.resize(out.text.size() - raw.size() - 1);
+            out.text += "[" + section + "]\n";
             int id = 0;
             if (section == "run" || section == "federation" || section == "clients") continue;
             if (parse_client_section(section, &id)) {
@@ -413,7 +421,7 @@ JobConfig parse_job_config(const std::string& text, const std::string& source, c
 
     std::map<std::string, Value> values;
     try {
-        std::istringstream in(text);
+        std::istringstream in(scanned.text);
         po::parsed_options parsed = po::parse_config_file(in, desc, /*allow_unregistered=*/true);
         for (const auto& opt : parsed.options) {
             auto it = scanned.line_of.find(opt.string_key);
@@ -473,6 +481,17 @@ JobConfig parse_job_config(const std::string& text, const std::string& source, c
 }
 
 JobConfig load_job_config(const std::string& path, const ConfigOverrides& overrides) {
+    // Only a regular file of plausible size: a FIFO or device would block or never end.
+    constexpr std::uintmax_t kMaxJobFileBytes = 4u << 20;
+    std::error_code ec;
+    const auto status = std::filesystem::status(path, ec);
+    if (ec || !std::filesystem::exists(status)) throw ConfigError(path + ": cannot open job file");
+    if (std::filesystem::is_directory(status)) throw ConfigError(path + ": is a directory, not a job file");
+    if (!std::filesystem::is_regular_file(status))
+        throw ConfigError(path + ": not a regular file (a FIFO, socket or device); give the job file itself");
+    const auto size = std::filesystem::file_size(path, ec);
+    if (!ec && size > kMaxJobFileBytes)
+        throw ConfigError(path + ": " + std::to_string(size) + " bytes; a job file may have at most 4 MiB");
     std::ifstream in(path, std::ios::binary);
     if (!in) throw ConfigError(path + ": cannot open job file");
     std::ostringstream text;

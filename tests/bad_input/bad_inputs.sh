@@ -49,6 +49,7 @@ model_copy() {  # model_copy NAME: a writable copy of the test model
 { sed -n 1,2p "$WORK/data/train.jsonl"; echo '{"instruction": "x", "input": "y", "output": '; } > "$WORK/data/truncated.jsonl"
 { sed -n 1,2p "$WORK/data/train.jsonl"; echo '{"instruction": "x", "input": "y"}'; } > "$WORK/data/no_output.jsonl"
 : > "$WORK/data/empty.jsonl"
+mkfifo "$WORK/fifo.ini"  # never opened for writing: reading it would block for ever
 m=$(model_copy model_truncated); truncate -s 5000 "$m/model.safetensors"
 m=$(model_copy model_wrong_width); sed -i 's/"intermediate_size": 384/"intermediate_size": 320/' "$m/config.json"
 m=$(model_copy model_bad_json); echo '{"hidden_size": ' > "$m/config.json"
@@ -94,6 +95,9 @@ CASES=(
   "a client over several ranks|2|client.0.ranks_per_client.*not implemented|--config $(job multi_rank '/^rank = 4/a ranks_per_client = 2') --force"
   "participation above 1|2|participation|--config $(job participation '/^\[federation\]/a participation = 1.5') --force"
   "missing job file|2|$WORK/nope.ini: cannot open job file|--config $WORK/nope.ini --force"
+  "job file that is a FIFO|2|fifo.ini: not a regular file|--config $WORK/fifo.ini --force"
+  "/dev/zero as the job file|2|/dev/zero: not a regular file|--config /dev/zero --force"
+  "a directory as the job file|2|$WORK: is a directory, not a job file|--config $WORK --force"
   "--set without =|2|--set expects key=value|--config $(job set_ok) --set clients.lr --force"
   "--set unknown key|2|command line: unknown key 'clients.colour'|--config $(job set_ok2) --set clients.colour=blue --force"
   "--set a client that does not exist|2|no \\[client.5\\]|--config $(job set_ok3) --set client.5.rank=2 --force"

@@ -21,6 +21,10 @@ case $CASE in
     H2TUNE_RAISE_SIGNAL=USR1:1:1:1 run "${job[@]}" --output "$WORK"; expect_rc 3 $? "the signalled run"
     [[ -f $WORK/checkpoints/r000001.1/COMMIT ]] || fail "no in-round checkpoint r000001.1"
     run --resume "$WORK"; expect_rc 0 $? "the resumed run" ;;
+  interrupt_mid_round)  # SIGINT (Ctrl-C) after step 1 of round 2 on client 0: as SIGUSR1, on rank 0
+    H2TUNE_RAISE_SIGNAL=INT:0:1:1 run "${job[@]}" --output "$WORK"; expect_rc 3 $? "the interrupted run"
+    [[ -f $WORK/checkpoints/r000001.1/COMMIT ]] || fail "no in-round checkpoint r000001.1"
+    run --resume "$WORK"; expect_rc 0 $? "the resumed run" ;;
   term_at_round_end)  # SIGTERM after the last step of round 2: the round completes, then checkpoint
     H2TUNE_RAISE_SIGNAL=TERM:2:1:2 run "${job[@]}" --output "$WORK"; expect_rc 3 $? "the signalled run"
     [[ -f $WORK/checkpoints/r000002.0/COMMIT ]] || fail "no checkpoint after round 2"

@@ -210,3 +210,30 @@ TEST(MethodTable, AblationsSetWhatTheyImplyAndTheResolvedJobRecordsIt) {
     EXPECT_EQ(method_implied_keys("h2tune-end", 2), (std::set<std::string>{"federation.align"}));
     EXPECT_TRUE(method_implied_keys("fedit", 2).empty());
 }
+
+TEST(JobConfig, AcceptsAByteOrderMarkAndSpacesInsideSectionHeaders) {
+    const JobConfig plain = parse_job_config(kValidJob, "job.ini");
+    const JobConfig bom = parse_job_config("\xEF\xBB\xBF" + std::string(kValidJob), "job.ini");
+    EXPECT_EQ(bom.resolved, plain.resolved);
+    const JobConfig spaced =
+        parse_job_config(replace(replace(kValidJob, "[client.0]", "[ client.0 ]"), "[run]", "[run ]  # comment"), "job.ini");
+    EXPECT_EQ(spaced.resolved, plain.resolved);
+    // Line numbers still point at the right line after the headers are normalised.
+    expect_error(replace(kValidJob, "[client.0]", "[ client.0 ]\ncolour = blue"), {"job.ini:18: unknown key 'client.0.colour'"});
+}
+
+TEST(JobConfig, RefusesJobFilesThatAreNotRegularFiles) {
+    const std::string dir = ::testing::TempDir();
+    try {
+        load_job_config(dir);
+        FAIL() << "a directory was accepted";
+    } catch (const ConfigError& e) {
+        EXPECT_NE(std::string(e.what()).find("is a directory"), std::string::npos) << e.what();
+    }
+    try {
+        load_job_config("/dev/zero");  // would otherwise be read until memory runs out
+        FAIL() << "/dev/zero was accepted";
+    } catch (const ConfigError& e) {
+        EXPECT_NE(std::string(e.what()).find("/dev/zero: not a regular file"), std::string::npos) << e.what();
+    }
+}
