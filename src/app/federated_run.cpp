@@ -368,9 +368,9 @@ void FederatedRun::deliver(int round, const std::vector<bool>& participating) {
                            std::to_string(comm_.rank()) + ", which does not host it");
     };
     const auto layout_of = [&hosted](int k) {
-        const SharedMiddle* sh = hosted(k).shared();
-        const auto& o = sh->options();
-        return BankLayout{o.global_layers, o.modules, sh->entries(), o.max_rank, hosted(k).dense_exchange()};
+        const ClientRuntime& c = hosted(k);
+        const auto& o = c.shared()->options();
+        return BankLayout{o.global_layers, o.modules, c.shared()->entries(), o.max_rank, c.dense_exchange()};
     };
     for (const auto& d : decode_download(mine, method_.family, layout_of)) {
         ClientRuntime& c = hosted(d.client);
@@ -415,7 +415,11 @@ RoundReport FederatedRun::evaluate_and_upload(int round, const std::vector<bool>
 UploadRecord FederatedRun::upload_record(ClientRuntime& client, int round, bool participated) {
     UploadRecord u;
     u.client = client.config().index;
-    if (participated) {
+    if (!participated) {  // sat the round out: no accuracy, nothing else to send
+        u.row.test_accuracy = u.row.test_accuracy_generate = std::numeric_limits<double>::quiet_NaN();
+        return u;
+    }
+    {
         ClientRoundMetrics m = client.round_metrics();
         client.evaluate(m);
         u.row.train_loss = m.train_loss;
@@ -426,11 +430,7 @@ UploadRecord FederatedRun::upload_record(ClientRuntime& client, int round, bool 
         u.row.train_seconds = m.train_seconds;
         u.row.eval_seconds = m.eval_seconds;
         u.row.participated = 1.0;
-    } else {
-        u.row.train_loss = 0.0;
-        u.row.test_accuracy = u.row.test_accuracy_generate = std::numeric_limits<double>::quiet_NaN();
     }
-    if (!participated) return u;
     if (method_.family == MethodFamily::kH2Tune) {
         const FederationConfig& f = job_.federation;
         // Taylor statistics go up just before the round that re-selects masks.
