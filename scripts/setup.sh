@@ -29,7 +29,8 @@ PACKAGES=(cmake g++ make git pkg-config ca-certificates
           libboost-program-options-dev libgtest-dev googletest nlohmann-json3-dev
           wordnet-base fortunes fortunes-min
           python3-h5py python3-numpy python3-matplotlib
-          slurm-wlm munge)
+          slurm-wlm munge
+          clang-14 libclang-rt-14-dev)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

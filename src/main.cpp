@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <filesystem>
+#include <new>
 
 #include "h2tune/app/cli.h"
 #include "h2tune/core/error.h"
@@ -52,6 +54,12 @@ int main(int argc, char** argv) {
         return fail("error", e.what(), h2tune::kExitUsage);
     } catch (const h2tune::Error& e) {
         return fail("error", e.what(), h2tune::kExitFailure);
+    } catch (const std::filesystem::filesystem_error& e) {
+        // The standard library's message names the operation, the reason and the path(s).
+        return fail("error", e.what(), h2tune::kExitFailure);
+    } catch (const std::bad_alloc&) {
+        return fail("error", "out of memory (a model, batch or data file larger than this node can hold?)",
+                    h2tune::kExitFailure);
     } catch (const std::exception& e) {
         return fail("internal error", e.what(), h2tune::kExitFailure);
     }

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -11,6 +12,7 @@
 
 #include "h2tune/app/round_messages.h"
 #include "h2tune/core/error.h"
+#include "h2tune/core/input_file.h"
 #include "h2tune/core/job_config.h"
 #include "h2tune/core/wire.h"
 #include "h2tune/io/hdf5_file.h"
@@ -80,7 +82,7 @@ TensorMap read_tensor_file(const std::string& path, std::map<std::string, std::s
         out[key] = t;
     }
     if (attributes)
-        for (const char* name : {"config", "kind"})
+        for (const char* name : {"config", "kind", "base_model"})
             if (f.has_attribute("/", name)) (*attributes)[name] = f.string_attribute("/", name);
     return out;
 }
@@ -104,7 +106,8 @@ std::string write_checkpoint(Communicator& comm, const CheckpointRequest& req,
     std::vector<CheckpointFile> mine;
     for (const auto& c : clients) {
         const std::string name = client_file_name(c->config().index);
-        write_tensor_file((dir / name).string(), c->state(), {{"kind", "client"}});
+        write_tensor_file((dir / name).string(), c->state(),
+                          {{"kind", "client"}, {"base_model", c->base_model_fingerprint()}});
         mine.push_back(describe_file(dir.string(), name));
     }
     CheckpointInfo info;
@@ -132,26 +135,69 @@ std::string write_checkpoint(Communicator& comm, const CheckpointRequest& req,
     return dir.string();
 }
 
+namespace {
+// Beyond the files' checksums: the metrics copy must hold exactly the rounds before the one COMMIT
+// names (an edited or foreign COMMIT would otherwise replay rounds or skip them).
+std::string check_commit_round(const CheckpointInfo& c) {
+    const std::string metrics = (fs::path(c.dir) / kMetricsCopy).string();
+    if (!fs::exists(metrics)) return "";  // verify_checkpoint has already required every listed file
+    try {
+        const int64_t rows = Hdf5File(metrics, Hdf5File::Mode::ReadOnly).table_rows("/metrics/test_accuracy");
+        if (rows != c.next_round)
+            return "COMMIT names next_round " + std::to_string(c.next_round) + " but its metrics.h5 holds " +
+                   std::to_string(rows) + " rounds";
+    } catch (const IoError& e) {
+        return std::string("its metrics.h5 cannot be read: ") + e.what();
+    }
+    return "";
+}
+
+// Why the newest directory under `root` that holds a COMMIT was not listed as committed (its
+// COMMIT does not parse: edited, or another tool's); empty when there is none.
+std::string unlisted_commit_reason(const std::string& root) {
+    std::vector<fs::path> dirs;
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(root, ec))
+        if (entry.is_directory() && fs::exists(entry.path() / "COMMIT")) dirs.push_back(entry.path());
+    std::sort(dirs.rbegin(), dirs.rend());
+    for (const auto& dir : dirs) {
+        const std::string path = (dir / "COMMIT").string();
+        try {
+            parse_commit(read_input_file(path, InputFileRule{"checkpoint COMMIT", 4u << 20}, InputErrorKind::kIo),
+                         dir.string(), path);
+        } catch (const Error& e) {
+            return e.what();
+        }
+    }
+    return "";
+}
+}  // namespace
+
 CheckpointInfo choose_checkpoint(Communicator& comm, const std::string& root) {
     CheckpointChoice choice;
+    std::string newest_rejection;  // rank 0: why the newest checkpoint was skipped
     if (comm.rank() == 0) {
         for (const auto& c : list_checkpoints(root)) {
-            const std::string why = verify_checkpoint(c);
+            std::string why = verify_checkpoint(c);
+            if (why.empty()) why = check_commit_round(c);
             if (why.empty()) {
                 choice.found = true;
                 choice.info = c;
                 break;
             }
             std::printf("h2tune train: skipping checkpoint %s: %s\n", c.dir.c_str(), why.c_str());
+            if (newest_rejection.empty()) newest_rejection = fs::path(c.dir).filename().string() + ": " + why;
         }
+        if (!choice.found && newest_rejection.empty()) newest_rejection = unlisted_commit_reason(root);
         std::fflush(stdout);
     }
     Bytes message = encode_checkpoint_choice(choice);
     comm.broadcast(message, 0);
     choice = decode_checkpoint_choice(message);
     if (!choice.found)
-        throw ConfigError(root + ": no committed checkpoint to resume from (none written yet, or all failed "
-                          "verification)");
+        throw ConfigError(root + ": no committed checkpoint to resume from " +
+                          (newest_rejection.empty() ? std::string("(none written yet)")
+                                                    : "(all failed verification; the newest, " + newest_rejection + ")"));
     return choice.info;
 }
 

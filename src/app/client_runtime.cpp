@@ -6,10 +6,12 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <set>
 #include <sstream>
 
 #include "h2tune/core/error.h"
 #include "h2tune/core/rng.h"
+#include "h2tune/io/file_fingerprint.h"
 #include "h2tune/method/sparse_bank.h"
 
 namespace fs = std::filesystem;
@@ -85,9 +87,14 @@ void ClientRuntime::load_model() {
         throw ConfigError(key + ".model_dtype: float16 needs a CUDA device (this rank computes on the CPU); "
                           "use bfloat16 or float32");
     LlamaForCausalLM model = load_pretrained(paths_.model_dir, base_dtype);
+    base_model_fingerprint_ = model_fingerprint(paths_.model_dir, paths_.tokenizer);
     if (model->config().vocab_size < tokenizer_.vocab_size())
         throw ModelError(key + ": tokenizer " + paths_.tokenizer + " has " + std::to_string(tokenizer_.vocab_size()) +
                          " tokens but the model's vocab_size is " + std::to_string(model->config().vocab_size));
+    if (config_.max_seq_len > model->config().max_position_embeddings)
+        throw ConfigError(key + ".max_seq_len: " + std::to_string(config_.max_seq_len) +
+                          " exceeds max_position_embeddings " + std::to_string(model->config().max_position_embeddings) +
+                          " of " + paths_.model_dir + "/config.json");
     const int64_t rank = config_.effective_rank(federation_.max_rank);
     uint64_t init_key = stream_key(seed_, 0xada, static_cast<uint64_t>(config_.index));
     lora_ = method_.family == MethodFamily::kLoraBaseline;
@@ -105,10 +112,29 @@ void ClientRuntime::load_model() {
         for (auto& a : adapted_.adapters) a->lora_A.set_requires_grad(false);
 }
 
+namespace {
+
+// A given label set must be a set and cover the data: a label listed twice, or an output outside
+// the set (a typo, another task's file), would make accuracy count something else than it says.
+void check_label_set(const std::vector<std::string>& labels, const std::string& source,
+                     const std::vector<Example>& examples, const std::string& data_file) {
+    std::set<std::string> seen;
+    for (const auto& l : labels)
+        if (!seen.insert(l).second) throw DataError(source + ": label '" + l + "' is listed twice");
+    std::string listed;
+    for (const auto& l : labels) listed += (listed.empty() ? "" : ", ") + l;
+    for (const auto& e : examples)
+        if (!seen.count(e.output))
+            throw DataError(error_at(data_file, e.line, "output '" + e.output.substr(0, 80) + "' is not in the label set (" +
+                                                            source + ": " + listed.substr(0, 200) + ")"));
+}
+
+}  // namespace
+
 // Training split (sharded and capped), test split, label set, encoded examples and the loader.
 void ClientRuntime::load_data() {
     const auto [shard, shards] = config_.shard_of();
-    auto train = read_jsonl(paths_.train_file, shards > 1 ? 0 : config_.train_examples);
+    auto train = read_jsonl(paths_.train_file, shards > 1 ? 0 : config_.train_examples, "training file");
     if (shards > 1) {  // a disjoint split: every shards-th example, then the cap
         std::vector<Example> mine;
         for (size_t i = static_cast<size_t>(shard); i < train.size(); i += static_cast<size_t>(shards)) mine.push_back(train[i]);
@@ -117,14 +143,22 @@ void ClientRuntime::load_data() {
         if (mine.empty()) throw DataError(paths_.train_file + ": shard " + config_.shard + " holds no examples");
         train = std::move(mine);
     }
-    auto test = read_jsonl(paths_.test_file, config_.test_examples);
+    auto test = read_jsonl(paths_.test_file, config_.test_examples, "test file");
     std::vector<std::string> label_names;
+    std::string label_source;
     if (!config_.labels.empty()) {
         label_names = split_labels(config_.labels);
+        label_source = "client." + std::to_string(config_.index) + ".labels";
     } else if (!paths_.task_file.empty() && fs::exists(paths_.task_file)) {
         label_names = read_task_info(paths_.task_file).labels;
+        label_source = paths_.task_file;
     }
-    if (label_names.empty()) label_names = distinct_outputs(train);
+    if (label_names.empty()) {
+        label_names = distinct_outputs(train);
+    } else {
+        check_label_set(label_names, label_source, train, paths_.train_file);
+        check_label_set(label_names, label_source, test, paths_.test_file);
+    }
     labels_ = make_label_set(label_names, tokenizer_);
     // The majority rate of exactly the examples evaluated each round (eval_examples may cap them).
     std::vector<Example> evaluated = test;

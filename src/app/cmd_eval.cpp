@@ -20,6 +20,7 @@
 #include "h2tune/app/cli.h"
 #include "h2tune/app/command_options.h"
 #include "h2tune/core/error.h"
+#include "h2tune/core/input_file.h"
 #include "h2tune/io/checkpoint_dir.h"
 #include "h2tune/model/llama.h"
 #include "h2tune/model/safetensors.h"
@@ -39,12 +40,10 @@ namespace {
 // (128k positions) does not need a quadratic attention matrix the size of the machine.
 constexpr int64_t kMaxDefaultContext = 4096;
 
+// A text read whole (an adapter's config, a --perplexity text): a regular file within a quarter of
+// the node's memory.
 std::string read_whole_file(const std::string& path, const std::string& option) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw DataError(option + " " + path + ": cannot open the file");
-    std::ostringstream s;
-    s << in.rdbuf();
-    return s.str();
+    return read_input_file(path, InputFileRule{option + " file", memory_fraction_bytes(0.25)}, InputErrorKind::kData);
 }
 
 // The tensors of a PEFT LoRA adapter directory (`h2tune export` writes one) under the names
@@ -207,7 +206,7 @@ int eval_task(const po::variables_map& vm, LlamaForCausalLM& model, const BpeTok
     } else {
         test_file = vm["test-file"].as<std::string>();
     }
-    auto test = read_jsonl(test_file);
+    auto test = read_jsonl(test_file, 0, "test file");
     std::vector<std::string> labels;
     if (vm.count("labels")) {
         labels = split_labels(vm["labels"].as<std::string>());

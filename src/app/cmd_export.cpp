@@ -26,6 +26,7 @@
 #include "h2tune/app/client_runtime.h"
 #include "h2tune/app/command_options.h"
 #include "h2tune/core/error.h"
+#include "h2tune/core/input_file.h"
 #include "h2tune/core/methods.h"
 #include "h2tune/core/job_config.h"
 #include "h2tune/core/shape_text.h"
@@ -54,12 +55,9 @@ const std::vector<std::string>& companion_files() {
     return files;
 }
 
+// The run's job copy and a shard index: small text files (a regular file of at most 64 MiB).
 std::string read_text(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw IoError(path + ": cannot read the file");
-    std::ostringstream s;
-    s << in.rdbuf();
-    return s.str();
+    return read_input_file(path, InputFileRule{"file", 64u << 20}, InputErrorKind::kIo);
 }
 
 void write_text_atomically(const std::string& path, const std::string& text) {

@@ -2,6 +2,7 @@
 // `h2tune tokenizer`: training the byte-level BPE tokenizer the family shares.
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -14,6 +15,7 @@
 #include "h2tune/app/cli.h"
 #include "h2tune/app/command_options.h"
 #include "h2tune/core/error.h"
+#include "h2tune/core/input_file.h"
 #include "h2tune/core/rng.h"
 #include "h2tune/model/llama.h"
 #include "h2tune/tokenizer/bpe_tokenizer.h"
@@ -26,12 +28,9 @@ namespace h2tune {
 
 namespace {
 
+// A corpus is read whole; a quarter of the machine's memory leaves room for its tokens.
 std::string read_text(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw DataError(path + ": cannot open corpus file");
-    std::ostringstream s;
-    s << in.rdbuf();
-    return s.str();
+    return read_input_file(path, InputFileRule{"corpus file", memory_fraction_bytes(0.25)}, InputErrorKind::kData);
 }
 
 // Documents are separated by blank lines.
@@ -275,6 +274,12 @@ int cmd_tokenizer(const Args& args) {
     std::vector<std::string> docs;
     for (const auto& c : corpora)
         for (auto& d : split_documents(read_text(c))) docs.push_back(std::move(d));
+    const bool any_text = std::any_of(docs.begin(), docs.end(), [](const std::string& d) {
+        return d.find_first_not_of(" \t\r\n") != std::string::npos;
+    });
+    if (!any_text)
+        throw DataError("tokenizer: --corpus " + corpora.front() + (corpora.size() > 1 ? " (and the others)" : "") +
+                        ": no text to learn merges from; a tokenizer trained on it would hold only the 256 bytes");
     BpeTrainOptions opt;
     opt.vocab_size = vm["vocab-size"].as<int32_t>();
     opt.min_frequency = vm["min-frequency"].as<int64_t>();
@@ -283,6 +288,9 @@ int cmd_tokenizer(const Args& args) {
     const fs::path out = vm["out"].as<std::string>();
     if (out.has_parent_path()) fs::create_directories(out.parent_path());
     tok.save(out.string());
+    if (tok.vocab_size() < opt.vocab_size)
+        std::fprintf(stderr, "tokenizer: warning: the corpus supports only %d of the %d tokens asked for (--vocab-size); "
+                             "no pair left occurs --min-frequency times\n", tok.vocab_size(), opt.vocab_size);
     std::printf("tokenizer: %d tokens from %zu documents in %.1fs -> %s\n", tok.vocab_size(), docs.size(),
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), out.string().c_str());
     return kExitOk;

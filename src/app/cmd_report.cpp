@@ -19,6 +19,7 @@
 #include "h2tune/app/command_options.h"
 #include "h2tune/core/error.h"
 #include "h2tune/core/methods.h"
+#include "h2tune/core/shape_text.h"
 #include "h2tune/io/hdf5_file.h"
 
 namespace po = boost::program_options;
@@ -73,6 +74,34 @@ std::string metrics_path_of(const std::string& dir_or_file) {
     return path;
 }
 
+// A dataset of the metrics file with the shape the report indexes it by; a file edited or written
+// by another tool gets an error naming the dataset instead of an out-of-bounds read.
+std::vector<double> read_shaped(const Hdf5File& f, const std::string& path, const std::string& name,
+                                const std::vector<int64_t>& shape, const char* meaning) {
+    if (f.dataset_shape(name) != shape)
+        throw DataError(path + ":" + name + " has shape " + shape_string(f.dataset_shape(name)) + ", expected " +
+                        shape_string(shape) + " (" + meaning + ")");
+    return f.read_doubles(name);
+}
+
+// The per-round tables the report reads, in the order summarise() unpacks them.
+constexpr const char* kReportedMetrics[] = {"/metrics/test_accuracy", "/metrics/test_accuracy_generate",
+                                            "/metrics/bytes_up",      "/metrics/bytes_down",
+                                            "/metrics/train_seconds", "/metrics/eval_seconds"};
+
+// The number of rounds most of the tables agree on, so that the one table that disagrees (edited,
+// or written by another tool) is the one the error names.
+template <std::size_t N>
+int64_t rounds_recorded(const Hdf5File& f, const char* const (&names)[N]) {
+    std::map<int64_t, int> votes;
+    for (const char* name : names) {
+        const auto shape = f.dataset_shape(name);
+        ++votes[shape.empty() ? 0 : shape.front()];
+    }
+    return std::max_element(votes.begin(), votes.end(), [](const auto& a, const auto& b) { return a.second < b.second; })
+        ->first;
+}
+
 RunSummary summarise(const std::string& dir_or_file) {
     const std::string path = metrics_path_of(dir_or_file);
     Hdf5File f(path, Hdf5File::Mode::ReadOnly);
@@ -80,18 +109,21 @@ RunSummary summarise(const std::string& dir_or_file) {
     s.path = path;
     s.method = f.string_attribute("/", "method");
     s.clients = f.int_attribute("/", "num_clients");
+    if (s.clients < 1 || !f.exists("/clients/majority_rate") ||
+        f.dataset_shape("/clients/majority_rate") != std::vector<int64_t>{s.clients})
+        throw DataError(path + ": attribute num_clients " + std::to_string(s.clients) +
+                        " does not match /clients/majority_rate; not a metrics file h2tune wrote");
     s.rounds_planned = f.has_attribute("/", "rounds_planned") ? f.int_attribute("/", "rounds_planned") : 0;
-    auto shape = f.dataset_shape("/metrics/test_accuracy");
-    s.rounds = shape.at(0);
+    s.rounds = rounds_recorded(f, kReportedMetrics);
     if (s.rounds == 0) throw DataError(path + ": no completed rounds");
-    auto acc = f.read_doubles("/metrics/test_accuracy");
-    auto gen = f.read_doubles("/metrics/test_accuracy_generate");
-    auto up = f.read_doubles("/metrics/bytes_up");
-    auto down = f.read_doubles("/metrics/bytes_down");
-    auto train_s = f.read_doubles("/metrics/train_seconds");
-    auto eval_s = f.read_doubles("/metrics/eval_seconds");
-    s.majority = f.read_doubles("/clients/majority_rate");
     const int64_t K = s.clients;
+    const std::vector<int64_t> per_round{s.rounds, K};
+    const char* kPerRound = "rounds x num_clients";
+    std::vector<std::vector<double>> tables;
+    for (const char* name : kReportedMetrics) tables.push_back(read_shaped(f, path, name, per_round, kPerRound));
+    const auto &acc = tables[0], &gen = tables[1], &up = tables[2], &down = tables[3], &train_s = tables[4],
+               &eval_s = tables[5];
+    s.majority = f.read_doubles("/clients/majority_rate");
     auto finite_or_zero = [](double v) { return std::isfinite(v) ? v : 0.0; };
     for (int64_t k = 0; k < K; ++k) {
         s.names.push_back(f.string_attribute("/clients", "name_" + std::to_string(k)));
@@ -126,8 +158,10 @@ RunSummary summarise(const std::string& dir_or_file) {
     if (f.exists("/config")) s.config = parse_config(f.read_string("/config"));
     s.scenario = s.config.count("run.name") ? s.config["run.name"] : "(unnamed)";
     s.seed = s.config.count("run.seed") ? s.config["run.seed"] : "?";
-    s.rank = f.exists("/clients/rank") ? f.read_doubles("/clients/rank") : std::vector<double>(K, kNaN);
-    s.group = f.exists("/clients/group") ? f.read_doubles("/clients/group") : std::vector<double>();
+    s.rank = f.exists("/clients/rank") ? read_shaped(f, path, "/clients/rank", {K}, "num_clients")
+                                       : std::vector<double>(K, kNaN);
+    s.group = f.exists("/clients/group") ? read_shaped(f, path, "/clients/group", {K}, "num_clients")
+                                         : std::vector<double>();
     if (f.exists("/rounds/round_seconds"))
         for (double v : f.read_doubles("/rounds/round_seconds")) s.wall_seconds += finite_or_zero(v);
     return s;

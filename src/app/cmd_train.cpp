@@ -1,6 +1,10 @@
 // `h2tune train`: option parsing and start-up (MPI, threads, signal handlers, the checkpoint to
 // resume from); the run itself is app/federated_run.h.
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -29,10 +33,29 @@ int threads_per_rank(const JobConfig& job, const Communicator& comm) {
     return std::max(1, cores / std::max(1, comm.local_size()));
 }
 
+// The output directory, created now, so that a path that cannot hold outputs fails before any
+// model is loaded, with the reason.
+void require_writable_output(const std::string& output) {
+    std::error_code ec;
+    if (fs::exists(output, ec) && !fs::is_directory(output, ec))
+        throw ConfigError("run.output " + output + ": exists and is not a directory");
+    fs::create_directories(output, ec);
+    if (ec) throw IoError("run.output " + output + ": cannot create the directory: " + ec.message());
+    if (::access(output.c_str(), W_OK | X_OK) != 0)
+        throw IoError("run.output " + output + ": cannot write there: " + std::strerror(errno));
+}
+
 // Resume: the newest committed checkpoint that verifies, and a job it is compatible with.
 void choose_resume_point(Communicator& comm, const std::string& config_path, const std::string& checkpoint_root,
-                         RunStart& start) {
+                         int64_t rounds, RunStart& start) {
     start.from = choose_checkpoint(comm, checkpoint_root);
+    // A run cannot be continued to fewer rounds than it has done (rounds_planned would lie).
+    const int64_t needed = start.from.next_round + (start.from.in_progress ? 1 : 0);
+    if (needed > rounds)
+        throw ConfigError("run.rounds: " + std::to_string(rounds) + " is below the " +
+                          std::to_string(start.from.next_round) + " rounds the checkpoint " + start.from.dir +
+                          " has done" + (start.from.in_progress ? " (and part of the next)" : "") + "; give --rounds " +
+                          std::to_string(needed) + " or more to continue the run");
     if (comm.rank() == 0) {
         std::map<std::string, std::string> attrs;
         start.saved_server = read_tensor_file((fs::path(start.from.dir) / kServerFile).string(), &attrs);
@@ -101,7 +124,9 @@ int cmd_train(const Args& args) {
     install_stop_handlers();
     set_compute_threads(threads_per_rank(job, comm));
     const fs::path metrics_path = fs::path(job.run.output) / "metrics.h5";
-    if (resume) choose_resume_point(comm, config_path, (fs::path(job.run.output) / "checkpoints").string(), start);
+    if (comm.rank() == 0) require_writable_output(job.run.output);
+    if (resume) choose_resume_point(comm, config_path, (fs::path(job.run.output) / "checkpoints").string(), job.run.rounds,
+                                    start);
     // Refuse to overwrite before any work.
     if (comm.rank() == 0 && !resume && !start.force && fs::exists(metrics_path))
         throw ConfigError(metrics_path.string() + ": already exists; choose another --output, --resume the run, or "

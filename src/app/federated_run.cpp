@@ -23,6 +23,7 @@
 #include "h2tune/core/error.h"
 #include "h2tune/core/methods.h"
 #include "h2tune/core/rng.h"
+#include "h2tune/io/file_fingerprint.h"
 #include "h2tune/io/metrics_file.h"
 #include "h2tune/method/mask_refresh.h"
 #include "h2tune/model/llama_config.h"
@@ -86,6 +87,7 @@ public:
 private:
     // start-up
     std::vector<ClientInfo> load_clients();
+    void restore_client(ClientRuntime& client) const;
     void open_metrics(const std::vector<ClientInfo>& infos);
     void create_metrics_file(const std::vector<ClientInfo>& infos);
     void configure_lora_groups();
@@ -160,6 +162,23 @@ int FederatedRun::run() {
 
 // ------------------------------------------------------------------ start-up
 
+// A client's checkpointed state, on the base model it was trained on (checkpoints since the
+// base model's fingerprint was recorded; older ones are restored unchecked).
+void FederatedRun::restore_client(ClientRuntime& c) const {
+    const std::string file = (fs::path(start_.from.dir) / client_file_name(c.config().index)).string();
+    std::map<std::string, std::string> attributes;
+    TensorMap state = read_tensor_file(file, &attributes);
+    const auto recorded = attributes.find("base_model");
+    if (recorded != attributes.end()) {
+        const std::string difference = fingerprint_difference(recorded->second, c.base_model_fingerprint());
+        if (!difference.empty())
+            throw ConfigError("client." + std::to_string(c.config().index) + ".model_dir " + c.model_dir() + ": " +
+                              difference + "; the checkpoint " + start_.from.dir +
+                              " was trained on another base model (resume with that one, or start a new run)");
+    }
+    c.load_state(state);
+}
+
 // Builds this rank's clients (restored from the checkpoint on resume) and describes them.
 std::vector<ClientInfo> FederatedRun::load_clients() {
     const RaiseSignalHook raise_hook = RaiseSignalHook::from_environment();
@@ -172,8 +191,7 @@ std::vector<ClientInfo> FederatedRun::load_clients() {
             c.set_step_hook([raise_hook](int round, int64_t step) {
                 if (round == raise_hook.round && step == raise_hook.step) std::raise(raise_hook.signal);
             });
-        if (start_.resume)
-            c.load_state(read_tensor_file((fs::path(start_.from.dir) / client_file_name(static_cast<int>(k))).string()));
+        if (start_.resume) restore_client(c);
         ClientInfo info;
         info.client = static_cast<int32_t>(k);
         info.majority_rate = c.majority_rate();

@@ -48,9 +48,15 @@ size_t checked_client(int64_t k, size_t num_clients, const std::string& what) {
 
 // ------------------------------------------------------------------ tensors
 
+// Elements of a tensor of `shape`. A negative dimension or a product that overflows (four
+// dimensions of 2^31 wrap to 0) would let a short array stand for a huge tensor; both are refused.
 size_t element_count(const std::vector<int64_t>& shape) {
     size_t n = 1;
-    for (auto d : shape) n *= static_cast<size_t>(d);
+    for (auto d : shape) {
+        if (d < 0) throw MessageError("tensor shape with a negative dimension " + std::to_string(d));
+        if (__builtin_mul_overflow(n, static_cast<size_t>(d), &n) || n > (size_t{1} << 40))
+            throw MessageError("tensor shape too large for a message");
+    }
     return n;
 }
 

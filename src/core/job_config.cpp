@@ -13,6 +13,7 @@
 #include <boost/program_options.hpp>
 
 #include "h2tune/core/error.h"
+#include "h2tune/core/input_file.h"
 #include "h2tune/core/methods.h"
 
 namespace po = boost::program_options;
@@ -481,22 +482,8 @@ JobConfig parse_job_config(const std::string& text, const std::string& source, c
 }
 
 JobConfig load_job_config(const std::string& path, const ConfigOverrides& overrides) {
-    // Only a regular file of plausible size: a FIFO or device would block or never end.
-    constexpr std::uintmax_t kMaxJobFileBytes = 4u << 20;
-    std::error_code ec;
-    const auto status = std::filesystem::status(path, ec);
-    if (ec || !std::filesystem::exists(status)) throw ConfigError(path + ": cannot open job file");
-    if (std::filesystem::is_directory(status)) throw ConfigError(path + ": is a directory, not a job file");
-    if (!std::filesystem::is_regular_file(status))
-        throw ConfigError(path + ": not a regular file (a FIFO, socket or device); give the job file itself");
-    const auto size = std::filesystem::file_size(path, ec);
-    if (!ec && size > kMaxJobFileBytes)
-        throw ConfigError(path + ": " + std::to_string(size) + " bytes; a job file may have at most 4 MiB");
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw ConfigError(path + ": cannot open job file");
-    std::ostringstream text;
-    text << in.rdbuf();
-    return parse_job_config(text.str(), path, overrides);
+    static const InputFileRule kJobFile{"job file", 4u << 20};
+    return parse_job_config(read_input_file(path, kJobFile, InputErrorKind::kConfig), path, overrides);
 }
 
 std::string job_config_to_ini(const JobConfig& config) {

@@ -1,12 +1,13 @@
 #include "h2tune/data/example.h"
 
 #include <algorithm>
-#include <fstream>
 #include <map>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
 #include "h2tune/core/error.h"
+#include "h2tune/core/input_file.h"
 
 namespace h2tune {
 
@@ -25,19 +26,21 @@ std::string string_field(const nlohmann::json& obj, const char* key, bool requir
 
 }  // namespace
 
-std::vector<Example> read_jsonl(const std::string& path, int64_t limit) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw DataError(path + ": cannot open data file");
+std::vector<Example> parse_jsonl(const std::string& text, const std::string& path, int64_t limit) {
     std::vector<Example> out;
-    std::string text;
     long line = 0;
-    while (std::getline(in, text)) {
+    std::size_t begin = 0;
+    while (begin < text.size()) {
+        std::size_t end = text.find('\n', begin);
+        if (end == std::string::npos) end = text.size();
+        std::string record = text.substr(begin, end - begin);
+        begin = end + 1;
         ++line;
-        if (!text.empty() && text.back() == '\r') text.pop_back();
-        if (text.find_first_not_of(" \t") == std::string::npos) continue;
+        if (!record.empty() && record.back() == '\r') record.pop_back();
+        if (record.find_first_not_of(" \t") == std::string::npos) continue;
         nlohmann::json obj;
         try {
-            obj = nlohmann::json::parse(text);
+            obj = nlohmann::json::parse(record);
         } catch (const nlohmann::json::exception& e) {
             std::string why = e.what();
             auto pos = why.find("parse error");
@@ -53,17 +56,21 @@ std::vector<Example> read_jsonl(const std::string& path, int64_t limit) {
         out.push_back(std::move(ex));
         if (limit > 0 && static_cast<int64_t>(out.size()) >= limit) break;
     }
-    if (in.bad()) throw DataError(path + ": read error");
     if (out.empty()) throw DataError(path + ": no examples (the file is empty)");
     return out;
 }
 
-TaskInfo read_task_info(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw DataError(path + ": cannot open task file");
+std::vector<Example> read_jsonl(const std::string& path, int64_t limit, const std::string& what) {
+    // Training data scales with the node, so the bound does too; it only has to stop a wrong path
+    // (a device, a FIFO, a runaway file) from filling memory or blocking the job.
+    const InputFileRule rule{what, memory_fraction_bytes(0.25)};
+    return parse_jsonl(read_input_file(path, rule, InputErrorKind::kData), path, limit);
+}
+
+TaskInfo parse_task_info(const std::string& text, const std::string& path) {
     nlohmann::json j;
     try {
-        in >> j;
+        j = nlohmann::json::parse(text);
     } catch (const nlohmann::json::exception& e) {
         throw DataError(path + ": malformed JSON: " + e.what());
     }
@@ -76,7 +83,18 @@ TaskInfo read_task_info(const std::string& path) {
     } catch (const nlohmann::json::exception& e) {
         throw DataError(path + ": " + e.what());
     }
+    // Accuracy is scored against the label set: a label listed twice would be one class counted
+    // as two (and is always a slip in whatever wrote the file).
+    std::set<std::string> seen;
+    for (const auto& label : t.labels)
+        if (!seen.insert(label).second)
+            throw DataError(path + ": labels: '" + label + "' appears more than once");
     return t;
+}
+
+TaskInfo read_task_info(const std::string& path) {
+    const InputFileRule rule{"task file", 16ull << 20};
+    return parse_task_info(read_input_file(path, rule, InputErrorKind::kData), path);
 }
 
 double majority_rate(const std::vector<Example>& examples) {

@@ -9,9 +9,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include "h2tune/core/error.h"
+#include "h2tune/core/input_file.h"
 
 namespace fs = std::filesystem;
 
@@ -94,35 +94,93 @@ void write_commit(const CheckpointInfo& info) {
 }
 
 namespace {
-// Parses COMMIT; false when it is missing, cut short or malformed.
-bool read_commit(const fs::path& dir, CheckpointInfo* info) {
-    std::ifstream in(dir / kCommitName);
-    if (!in) return false;
-    std::string line;
-    if (!std::getline(in, line) || line != kCommitMagic) return false;
-    info->dir = dir.string();
+
+// A decimal number without sign, spaces or overflow (istream >> uint64_t accepts "-5" as 2^64-5).
+bool parse_unsigned(const std::string& text, uint64_t max, uint64_t& out) {
+    if (text.empty() || text.size() > 20) return false;
+    uint64_t v = 0;
+    for (char c : text) {
+        if (c < '0' || c > '9') return false;
+        const auto digit = static_cast<uint64_t>(c - '0');
+        if (v > (max - digit) / 10) return false;
+        v = v * 10 + digit;
+    }
+    out = v;
+    return true;
+}
+
+// A file a COMMIT may list: a plain relative path inside the checkpoint directory, so that
+// verification and resumption never read (or trust) anything outside it.
+bool is_inside_name(const std::string& name) {
+    if (name.empty() || name.front() == '/' || name.find('\0') != std::string::npos) return false;
+    for (const auto& part : fs::path(name))
+        if (part == ".." || part == ".") return false;
+    return true;
+}
+
+}  // namespace
+
+CheckpointInfo parse_commit(const std::string& text, const std::string& dir, const std::string& source) {
+    std::vector<std::string> lines;
+    for (std::size_t begin = 0; begin < text.size();) {
+        std::size_t end = text.find('\n', begin);
+        if (end == std::string::npos) end = text.size();
+        lines.push_back(text.substr(begin, end - begin));
+        begin = end + 1;
+    }
+    const auto fail = [&](std::size_t index, const std::string& why) -> void {
+        throw IoError(error_at(source, static_cast<long>(index + 1), why));
+    };
+    if (lines.empty() || lines[0] != kCommitMagic)
+        throw IoError(source + ": not a checkpoint commit marker (first line is not '" + kCommitMagic + "')");
+    CheckpointInfo info;
+    info.dir = dir;
     bool ended = false, have_round = false;
-    while (std::getline(in, line)) {
-        std::istringstream ls(line);
-        std::string key;
-        ls >> key;
+    for (std::size_t i = 1; i < lines.size() && !ended; ++i) {
+        const std::string& line = lines[i];
+        const std::size_t space = line.find(' ');
+        const std::string key = line.substr(0, space), rest = space == std::string::npos ? "" : line.substr(space + 1);
+        uint64_t value = 0;
         if (key == "next_round") {
-            have_round = static_cast<bool>(ls >> info->next_round);
+            if (!parse_unsigned(rest, static_cast<uint64_t>(INT64_MAX), value)) fail(i, "bad next_round '" + rest + "'");
+            info.next_round = static_cast<int64_t>(value);
+            have_round = true;
         } else if (key == "in_progress") {
-            int v = 0;
-            ls >> v;
-            info->in_progress = v != 0;
+            if (rest != "0" && rest != "1") fail(i, "in_progress must be 0 or 1, not '" + rest + "'");
+            info.in_progress = rest == "1";
         } else if (key == "file") {
+            // "file <size> <checksum> <name>": the name is the rest of the line and may hold spaces.
+            const std::size_t a = rest.find(' ');
+            const std::size_t b = a == std::string::npos ? a : rest.find(' ', a + 1);
             CheckpointFile f;
-            ls >> f.size >> f.checksum;
-            std::getline(ls >> std::ws, f.name);
-            if (!ls && f.name.empty()) return false;
-            info->files.push_back(f);
+            if (b == std::string::npos || !parse_unsigned(rest.substr(0, a), UINT64_MAX, f.size) ||
+                !parse_unsigned(rest.substr(a + 1, b - a - 1), UINT64_MAX, f.checksum))
+                fail(i, "expected 'file <size> <checksum> <name>'");
+            f.name = rest.substr(b + 1);
+            if (!is_inside_name(f.name)) fail(i, "file name '" + f.name + "' is not a relative path inside the checkpoint");
+            info.files.push_back(std::move(f));
         } else if (key == "end") {
             ended = true;
+        } else if (!line.empty()) {
+            fail(i, "unknown line '" + line.substr(0, 80) + "'");
         }
     }
-    return ended && have_round;
+    if (!ended) throw IoError(source + ": cut short (no 'end' line)");
+    if (!have_round) throw IoError(source + ": no next_round line");
+    return info;
+}
+
+namespace {
+// Reads COMMIT; false when it is missing, cut short or malformed (a write that never finished).
+bool read_commit(const fs::path& dir, CheckpointInfo* info) {
+    const std::string path = (dir / kCommitName).string();
+    try {
+        const InputFileRule rule{"checkpoint COMMIT file", 4ull << 20};
+        *info = parse_commit(read_input_file(path, rule, InputErrorKind::kIo), dir.string(), path);
+        return true;
+    } catch (const Error&) {
+        return false;
+    }
 }
 }  // namespace
 

@@ -1,7 +1,9 @@
 #include "h2tune/io/hdf5_file.h"
 
 #include <hdf5.h>
+#include <sys/statvfs.h>
 
+#include <filesystem>
 #include <mutex>
 
 #include "h2tune/core/error.h"
@@ -11,10 +13,16 @@ namespace h2tune {
 namespace {
 
 // HDF5 prints its error stack to stderr by default; we turn that off once and instead put the
-// innermost description into the exception.
+// innermost description into the exception. Before that (H5dont_atexit must precede the library's
+// initialisation), HDF5's exit handler is declined: a file whose close failed (a full disk) stays
+// in its table, and closing it again from the handler at exit dereferences freed state and
+// crashes after the error has been reported. Every file is closed by its Hdf5Id before exit.
 void silence_hdf5_errors() {
     static std::once_flag once;
-    std::call_once(once, [] { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); });
+    std::call_once(once, [] {
+        H5dont_atexit();
+        H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+    });
 }
 
 herr_t collect_message(unsigned n, const H5E_error2_t* err, void* client) {
@@ -102,6 +110,14 @@ Hdf5Id& Hdf5Id::operator=(Hdf5Id&& o) noexcept {
 
 Hdf5File::Hdf5File(const std::string& path, Mode mode) : path_(path) {
     silence_hdf5_errors();
+    // HDF5 opens whatever the path names; a FIFO would block the job for ever (and a directory or
+    // device gives a misleading "not an HDF5 file"), so only regular files get that far.
+    std::error_code ec;
+    const auto status = std::filesystem::status(path, ec);
+    if (!ec && std::filesystem::exists(status) && !std::filesystem::is_regular_file(status))
+        throw IoError(path + ": not a regular file (" +
+                      (std::filesystem::is_directory(status) ? "a directory" : "a FIFO, socket or device") +
+                      "); an HDF5 file must be a regular file");
     if (mode == Mode::Create) {
         file_ = Hdf5Id(check(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), "cannot create " + path));
     } else {
@@ -346,6 +362,16 @@ int64_t Hdf5File::table_rows(const std::string& name) const {
     return shape.empty() ? 0 : shape[0];
 }
 
-void Hdf5File::flush() { check_status(H5Fflush(file_.get(), H5F_SCOPE_GLOBAL), "cannot flush " + path_); }
+void Hdf5File::flush() {
+    if (H5Fflush(file_.get(), H5F_SCOPE_GLOBAL) >= 0) return;
+    // HDF5 says only "unable to flush"; the usual cause on a cluster is a full scratch or quota.
+    std::string context = "cannot flush " + path_;
+    struct statvfs fs {};
+    const std::string dir = std::filesystem::path(path_).parent_path().string();
+    if (::statvfs(dir.empty() ? "." : dir.c_str(), &fs) == 0)
+        context += " (" + std::to_string(static_cast<unsigned long long>(fs.f_bavail) * fs.f_frsize / 1024) +
+                   " KiB free on its file system)";
+    fail(context);
+}
 
 }  // namespace h2tune

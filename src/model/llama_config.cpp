@@ -1,8 +1,12 @@
 #include "h2tune/model/llama_config.h"
 
+#include <cmath>
+#include <cstdint>
+
 #include <nlohmann/json.hpp>
 
 #include "h2tune/core/error.h"
+#include "h2tune/core/input_file.h"
 #include "model_file.h"
 
 namespace h2tune {
@@ -33,6 +37,64 @@ void require_positive(const std::string& field, int64_t v) {
     if (v <= 0) bad(field, "must be positive (got " + std::to_string(v) + ")");
 }
 
+// Sanity bounds on the sizes, far above every released model (Llama 3.1 405B: hidden 16384,
+// intermediate 53248, 126 layers, 128 heads; Gemma 3: vocab 262144; Llama 4 Scout: 10M positions),
+// so that a corrupt or hostile config.json is refused by name before a tensor is allocated.
+constexpr int64_t kMaxWidth = int64_t{1} << 24;      // vocab_size, hidden_size, intermediate_size, head_dim
+constexpr int64_t kMaxCount = int64_t{1} << 20;      // num_hidden_layers, attention and key/value heads
+constexpr int64_t kMaxPositions = int64_t{1} << 30;  // max_position_embeddings, sliding windows
+
+void require_at_most(const std::string& field, int64_t v, int64_t bound, const char* bound_text) {
+    if (v > bound)
+        bad(field, "(" + std::to_string(v) + ") is above the sanity bound " + std::to_string(bound) + " (" +
+                       bound_text + ", far above any real model)");
+}
+
+// The value of an integer key, read exactly: an integral JSON number within int64 (4096.0 is 4096;
+// 1e30, 0.5, "8" and true are refused rather than truncated, wrapped or converted).
+bool exact_integer(const json& v, int64_t& out) {
+    if (v.is_number_unsigned()) {
+        const auto u = v.get<uint64_t>();
+        if (u > static_cast<uint64_t>(INT64_MAX)) return false;
+        out = static_cast<int64_t>(u);
+        return true;
+    }
+    if (v.is_number_integer()) {
+        out = v.get<int64_t>();
+        return true;
+    }
+    if (v.is_number_float()) {
+        const double d = v.get<double>();
+        // [-2^63, 2^63): the doubles that convert to int64 without overflow.
+        if (!std::isfinite(d) || d != std::floor(d) || d < -9223372036854775808.0 || d >= 9223372036854775808.0)
+            return false;
+        out = static_cast<int64_t>(d);
+        return true;
+    }
+    return false;
+}
+
+// A size or count: a positive integer at most `bound`. "hidden_size: expected a positive integer,
+// got 1e+30".
+int64_t positive_integer(const json& v, const std::string& key, int64_t bound, const char* bound_text) {
+    int64_t out = 0;
+    if (!exact_integer(v, out) || out <= 0)
+        throw ConfigError("llama config: " + key + ": expected a positive integer, got " + v.dump());
+    require_at_most(key, out, bound, bound_text);
+    return out;
+}
+
+int64_t get_positive(const json& j, const std::string& key, int64_t bound, const char* bound_text) {
+    if (!j.contains(key)) bad(key, "is missing");
+    return positive_integer(j.at(key), key, bound, bound_text);
+}
+
+int64_t get_positive_or(const json& j, const std::string& key, int64_t fallback, int64_t bound,
+                        const char* bound_text) {
+    if (!j.contains(key) || j.at(key).is_null()) return fallback;
+    return positive_integer(j.at(key), key, bound, bound_text);
+}
+
 // Reads j[key] as T, with a ConfigError naming the field when the type is wrong.
 template <typename T>
 T get_field(const json& j, const std::string& key) {
@@ -53,13 +115,16 @@ T get_or(const json& j, const std::string& key, T fallback) {
 int64_t get_token_id(const json& j, const std::string& key) {
     if (!j.contains(key) || j.at(key).is_null()) return -1;
     const json& v = j.at(key);
+    int64_t id = 0;
     if (v.is_array()) {
         if (v.empty()) return -1;
-        if (!v.front().is_number_integer()) bad(key, "must hold integers");
-        return v.front().get<int64_t>();
+        if (!v.front().is_number_integer() || !exact_integer(v.front(), id))
+            bad(key, "must hold integers (got " + v.front().dump() + ")");
+        return id;
     }
-    if (!v.is_number_integer()) bad(key, "must be an integer, a list of integers or null");
-    return v.get<int64_t>();
+    if (!v.is_number_integer() || !exact_integer(v, id))
+        bad(key, "must be an integer, a list of integers or null (got " + v.dump() + ")");
+    return id;
 }
 
 json token_id_json(int64_t id) { return id < 0 ? json(nullptr) : json(id); }
@@ -133,7 +198,10 @@ void read_rope_scaling(const json& j, RopeScaling& out) {
     out.factor = get_or<double>(rs, "factor", 1.0);
     out.low_freq_factor = get_or<double>(rs, "low_freq_factor", 1.0);
     out.high_freq_factor = get_or<double>(rs, "high_freq_factor", 4.0);
-    out.original_max_position_embeddings = get_or<int64_t>(rs, "original_max_position_embeddings", 0);
+    if (rs.contains("original_max_position_embeddings") && !rs.at("original_max_position_embeddings").is_null())
+        out.original_max_position_embeddings =
+            positive_integer(rs.at("original_max_position_embeddings"), "rope_scaling.original_max_position_embeddings",
+                             kMaxPositions, "2^30");
 }
 
 // The keys whose meaning depends on the family: biases, activation, head_dim, sliding windows,
@@ -145,10 +213,7 @@ void read_family_keys(const json& j, const Family& f, LlamaConfig& c) {
     c.sandwich_norms = f.sandwich_norms;
     if (f.reads_attention_bias) c.attention_bias = get_or<bool>(j, "attention_bias", false);
     if (f.reads_mlp_bias) c.mlp_bias = get_or<bool>(j, "mlp_bias", false);
-    if (f.reads_head_dim && j.contains("head_dim") && !j.at("head_dim").is_null()) {
-        c.head_dim_size = get_field<int64_t>(j, "head_dim");
-        require_positive("head_dim", c.head_dim_size);
-    }
+    if (f.reads_head_dim) c.head_dim_size = get_positive_or(j, "head_dim", 0, kMaxWidth, "2^24");
     // Gemma 1 ignores the legacy hidden_act and uses hidden_activation (null = gelu_pytorch_tanh).
     c.hidden_act = get_or<std::string>(j, f.activation_key, f.default_activation);
     if (!is_supported_activation(c.hidden_act))
@@ -158,12 +223,14 @@ void read_family_keys(const json& j, const Family& f, LlamaConfig& c) {
     if (type == "qwen2" && get_or<bool>(j, "use_sliding_window", false))
         bad("use_sliding_window", "true is not supported for qwen2 (transformers applies it to all layers in "
                                   "eager attention but only above max_window_layers with flash attention)");
-    if (type == "mistral") {
-        c.sliding_window = j.contains("sliding_window") ? static_cast<int64_t>(get_optional_positive(j, "sliding_window", 0))
-                                                        : 4096;
-    }
+    // Mistral and Gemma 2: absent = 4096 (transformers' default), null = no window.
+    const auto window = [&] {
+        if (!j.contains("sliding_window")) return int64_t{4096};
+        return get_positive_or(j, "sliding_window", 0, kMaxPositions, "2^30");
+    };
+    if (type == "mistral") c.sliding_window = window();
     if (type == "gemma2") {
-        c.sliding_window = static_cast<int64_t>(get_optional_positive(j, "sliding_window", 4096));
+        c.sliding_window = window();
         c.sliding_window_alternating = true;
         c.query_pre_attn_scalar = get_or<double>(j, "query_pre_attn_scalar", 224.0);
         if (!(c.query_pre_attn_scalar > 0.0)) bad("query_pre_attn_scalar", "must be positive");
@@ -189,6 +256,17 @@ void LlamaConfig::validate() const {
     require_positive("num_attention_heads", num_attention_heads);
     require_positive("num_key_value_heads", num_key_value_heads);
     require_positive("max_position_embeddings", max_position_embeddings);
+    require_at_most("vocab_size", vocab_size, kMaxWidth, "2^24");
+    require_at_most("hidden_size", hidden_size, kMaxWidth, "2^24");
+    require_at_most("intermediate_size", intermediate_size, kMaxWidth, "2^24");
+    require_at_most("head_dim", head_dim_size, kMaxWidth, "2^24");
+    require_at_most("num_hidden_layers", num_hidden_layers, kMaxCount, "2^20");
+    require_at_most("num_attention_heads", num_attention_heads, kMaxCount, "2^20");
+    require_at_most("num_key_value_heads", num_key_value_heads, kMaxCount, "2^20");
+    require_at_most("max_position_embeddings", max_position_embeddings, kMaxPositions, "2^30");
+    require_at_most("sliding_window", sliding_window, kMaxPositions, "2^30");
+    require_at_most("rope_scaling.original_max_position_embeddings", rope_scaling.original_max_position_embeddings,
+                    kMaxPositions, "2^30");
     if (head_dim_size < 0) bad("head_dim", "must be positive");
     if (head_dim_size == 0 && hidden_size % num_attention_heads != 0)
         bad("hidden_size", "(" + std::to_string(hidden_size) + ") must be divisible by num_attention_heads (" +
@@ -292,13 +370,15 @@ LlamaConfig LlamaConfig::from_json(const json& j) {
     const Family& family = family_of(c.model_type);
 
     // Missing optional fields take the family's transformers defaults, as transformers would.
-    c.vocab_size = get_field<int64_t>(j, "vocab_size");
-    c.hidden_size = get_field<int64_t>(j, "hidden_size");
-    c.intermediate_size = get_field<int64_t>(j, "intermediate_size");
-    c.num_hidden_layers = get_field<int64_t>(j, "num_hidden_layers");
-    c.num_attention_heads = get_field<int64_t>(j, "num_attention_heads");
-    c.num_key_value_heads = get_or<int64_t>(j, "num_key_value_heads", c.num_attention_heads);
-    c.max_position_embeddings = get_or<int64_t>(j, "max_position_embeddings", family.default_max_positions);
+    // Every size is checked here, as read, so that 1e30 is named as such instead of wrapping.
+    c.vocab_size = get_positive(j, "vocab_size", kMaxWidth, "2^24");
+    c.hidden_size = get_positive(j, "hidden_size", kMaxWidth, "2^24");
+    c.intermediate_size = get_positive(j, "intermediate_size", kMaxWidth, "2^24");
+    c.num_hidden_layers = get_positive(j, "num_hidden_layers", kMaxCount, "2^20");
+    c.num_attention_heads = get_positive(j, "num_attention_heads", kMaxCount, "2^20");
+    c.num_key_value_heads = get_positive_or(j, "num_key_value_heads", c.num_attention_heads, kMaxCount, "2^20");
+    c.max_position_embeddings =
+        get_positive_or(j, "max_position_embeddings", family.default_max_positions, kMaxPositions, "2^30");
     c.rope_theta = get_or<double>(j, "rope_theta", 10000.0);
     c.rms_norm_eps = get_or<double>(j, "rms_norm_eps", 1e-6);
     c.initializer_range = get_or<double>(j, "initializer_range", 0.02);
@@ -314,8 +394,10 @@ LlamaConfig LlamaConfig::from_json(const json& j) {
     return c;
 }
 
-LlamaConfig llama_config_load(const std::string& path) {
-    const std::string text = model_file::read_text(path);
+LlamaConfig llama_config_parse(const std::string& text, const std::string& path) {
+    if (json_nesting_depth(text) > model_file::kMaxJsonDepth)
+        throw ModelError(path + ": JSON nested deeper than " + std::to_string(model_file::kMaxJsonDepth) +
+                         " levels; not a config.json");
     json j;
     try {
         j = json::parse(text);
@@ -327,6 +409,12 @@ LlamaConfig llama_config_load(const std::string& path) {
     } catch (const ConfigError& e) {
         throw ModelError(path + ": " + e.what());
     }
+}
+
+LlamaConfig llama_config_load(const std::string& path) {
+    // Real config.json files are a few KiB; the bound only stops a wrong path from being read.
+    const InputFileRule rule{"config.json", 4ull << 20};
+    return llama_config_parse(read_input_file(path, rule, InputErrorKind::kModel), path);
 }
 
 void llama_config_save(const LlamaConfig& config, const std::string& path) {
@@ -363,15 +451,30 @@ LlamaConfig llama_preset(const std::string& name, int64_t vocab_size) {
 }
 
 int64_t llama_parameter_count(const LlamaConfig& c) {
-    const int64_t h = c.hidden_size, q = c.num_attention_heads * c.head_dim(), kv = c.num_key_value_heads * c.head_dim();
-    int64_t attn = 2 * h * q + 2 * h * kv;
-    if (c.q_proj_has_bias()) attn += q + 2 * kv;
-    if (c.attention_bias) attn += h;
-    int64_t mlp = 3 * h * c.intermediate_size;
-    if (c.mlp_bias) mlp += 2 * c.intermediate_size + h;
-    const int64_t layer = attn + mlp + (c.sandwich_norms ? 4 : 2) * h;
-    int64_t total = c.vocab_size * h + c.num_hidden_layers * layer + h;
-    if (!c.tie_word_embeddings) total += c.vocab_size * h;
+    // Each size is bounded but their products are not: a config at the bounds would hold more
+    // than 2^63 parameters, so the count is computed with overflow checks.
+    bool overflow = false;
+    const auto mul = [&](int64_t a, int64_t b) {
+        int64_t r = 0;
+        overflow |= __builtin_mul_overflow(a, b, &r);
+        return r;
+    };
+    const auto add = [&](int64_t a, int64_t b) {
+        int64_t r = 0;
+        overflow |= __builtin_add_overflow(a, b, &r);
+        return r;
+    };
+    const int64_t h = c.hidden_size, q = mul(c.num_attention_heads, c.head_dim()),
+                  kv = mul(c.num_key_value_heads, c.head_dim());
+    int64_t attn = add(mul(2 * h, q), mul(2 * h, kv));
+    if (c.q_proj_has_bias()) attn = add(attn, add(q, mul(2, kv)));
+    if (c.attention_bias) attn = add(attn, h);
+    int64_t mlp = mul(3 * h, c.intermediate_size);
+    if (c.mlp_bias) mlp = add(mlp, add(mul(2, c.intermediate_size), h));
+    const int64_t layer = add(add(attn, mlp), mul(c.sandwich_norms ? 4 : 2, h));
+    int64_t total = add(add(mul(c.vocab_size, h), mul(c.num_hidden_layers, layer)), h);
+    if (!c.tie_word_embeddings) total = add(total, mul(c.vocab_size, h));
+    if (overflow) bad("parameter count", "exceeds 2^63: the sizes are far beyond any model this can hold");
     return total;
 }
 

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include "h2tune/core/error.h"
+#include "h2tune/core/input_file.h"
 #include "h2tune/core/shape_text.h"
 #include "h2tune/model/llama.h"
 #include "h2tune/model/safetensors.h"
@@ -22,6 +23,79 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 
 bool is_float_dtype(torch::Dtype d) {
     return d == torch::kFloat32 || d == torch::kFloat16 || d == torch::kBFloat16 || d == torch::kFloat64;
+}
+
+// Product of dimensions, or -1 when it overflows (a config value no weights can match).
+int64_t checked_product(std::initializer_list<int64_t> dims) {
+    int64_t out = 1;
+    for (const int64_t d : dims)
+        if (__builtin_mul_overflow(out, d, &out)) return -1;
+    return out;
+}
+
+// The tensors that carry each of config.json's size fields. Checking them against the headers
+// before the model is built means a config that does not describe these weights (hidden_size
+// 1e9 on a 128-wide checkpoint) is named for what it is instead of LibTorch trying to allocate
+// terabytes; shapes not listed here are checked after the (then plausible) model is built.
+void check_sizes_against_headers(const LlamaConfig& c, const std::map<std::string, SafetensorsEntry>& entries,
+                                 std::map<std::string, std::string>& file_of, const std::string& config_path) {
+    struct SizedTensor {
+        std::string name;
+        std::vector<int64_t> shape;
+        const char* keys;
+    };
+    const int64_t q_rows = checked_product({c.num_attention_heads, c.head_dim()});
+    const int64_t kv_rows = checked_product({c.num_key_value_heads, c.head_dim()});
+    const std::vector<SizedTensor> sized = {
+        {"model.embed_tokens.weight", {c.vocab_size, c.hidden_size}, "vocab_size, hidden_size"},
+        {"model.layers.0.self_attn.q_proj.weight", {q_rows, c.hidden_size}, "num_attention_heads, head_dim, hidden_size"},
+        {"model.layers.0.self_attn.k_proj.weight", {kv_rows, c.hidden_size}, "num_key_value_heads, head_dim, hidden_size"},
+        {"model.layers.0.mlp.gate_proj.weight", {c.intermediate_size, c.hidden_size}, "intermediate_size, hidden_size"},
+    };
+    for (const auto& t : sized) {
+        const auto it = entries.find(t.name);
+        if (it == entries.end() || it->second.shape == t.shape) continue;
+        throw ModelError(config_path + ": " + t.keys + " imply " + shape_string(t.shape) + " for tensor '" + t.name +
+                         "' but " + file_of[t.name] + " holds " + shape_string(it->second.shape) +
+                         "; config.json does not describe these weights");
+    }
+    // Layers present: the distinct N of "model.layers.N.".
+    std::set<int64_t> layers;
+    for (const auto& [name, e] : entries) {
+        static const std::string kPrefix = "model.layers.";
+        if (name.compare(0, kPrefix.size(), kPrefix) != 0) continue;
+        try {
+            layers.insert(std::stoll(name.substr(kPrefix.size())));
+        } catch (const std::exception&) {
+        }
+    }
+    // Only fewer layers than config.json says need stopping here (building them could exhaust the
+    // node); an extra layer is named as an unexpected tensor once the model is built.
+    if (!layers.empty() && static_cast<int64_t>(layers.size()) < c.num_hidden_layers)
+        throw ModelError(config_path + ": num_hidden_layers is " + std::to_string(c.num_hidden_layers) +
+                         " but the weights hold " + std::to_string(layers.size()) +
+                         " layers; config.json does not describe these weights");
+}
+
+// Bytes the built model's parameters take in `dtype`, from the (already checked) headers.
+double parameter_bytes(const std::map<std::string, SafetensorsEntry>& entries, torch::Dtype dtype) {
+    double elements = 0;
+    for (const auto& [name, e] : entries) {
+        double n = 1;
+        for (const int64_t d : e.shape) n *= static_cast<double>(d);
+        elements += n;
+    }
+    return elements * static_cast<double>(torch::elementSize(dtype));
+}
+
+// Weights that are NaN or infinite make every loss NaN; training on them would report numbers
+// that mean nothing, so they are refused where they enter.
+void check_finite(const std::string& name, const torch::Tensor& tensor, const std::string& file) {
+    const torch::Tensor finite = torch::isfinite(tensor);
+    if (finite.all().item<bool>()) return;
+    const int64_t bad = tensor.numel() - finite.sum().item<int64_t>();
+    throw ModelError(file + ": tensor '" + name + "' holds " + std::to_string(bad) + " of " +
+                     std::to_string(tensor.numel()) + " values that are NaN or infinite; the weights are corrupt");
 }
 
 // The weight files of a model directory and a description of them for error messages.
@@ -124,6 +198,13 @@ LlamaForCausalLM load_pretrained(const std::string& dir, torch::Dtype dtype) {
                              " but it is in " + it->second);
     }
 
+    check_sizes_against_headers(config, entries, file_of, config_path);
+    const double bytes = parameter_bytes(entries, dtype), machine = static_cast<double>(memory_fraction_bytes(1.0));
+    if (bytes > machine)
+        throw ModelError(files.described + ": the model needs " + byte_size_text(static_cast<uint64_t>(bytes)) +
+                         " in " + model_dtype_name(dtype) + " but this machine has " +
+                         byte_size_text(static_cast<uint64_t>(machine)) + " of memory");
+
     // Parameters are allocated, not drawn: every one is overwritten from the checkpoint below.
     LlamaForCausalLM model(config, ParameterInit{dtype, /*random=*/false});
     auto params = model->named_parameters(/*recurse=*/true);
@@ -162,6 +243,7 @@ LlamaForCausalLM load_pretrained(const std::string& dir, torch::Dtype dtype) {
             return p != nullptr ? *p : torch::Tensor();
         });
     }
+    for (const auto& p : params) check_finite(p.key(), p.value(), file_of[p.key()]);
     return model;
 }
 

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "h2tune/core/error.h"
+#include "h2tune/core/input_file.h"
 
 namespace h2tune::model_file {
 
@@ -70,12 +71,8 @@ void write_atomic(const std::string& path, const std::vector<Chunk>& chunks) {
 }
 
 std::string read_text(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw ModelError(path + ": cannot open: " + errno_text());
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    if (in.bad()) throw ModelError(path + ": read failed");
-    return ss.str();
+    // Small JSON files of a model directory (a shard index is ~100 KB for a 70B model).
+    return read_input_file(path, InputFileRule{"model file", 64u << 20}, InputErrorKind::kModel);
 }
 
 bool exists(const std::string& path) {

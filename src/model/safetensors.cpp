@@ -13,6 +13,7 @@
 #include <torch/torch.h>
 
 #include "h2tune/core/error.h"
+#include "h2tune/core/input_file.h"
 #include "h2tune/core/shape_text.h"
 #include "model_file.h"
 
@@ -62,13 +63,21 @@ std::string supported_list() {
 class File {
 public:
     explicit File(const std::string& path) : path_(path) {
-        fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        // Refuses a FIFO or device by name first (opening a FIFO here would block); the data is
+        // then read with pread at the offsets the header gives, never as a whole.
+        check_input_file(path, InputFileRule{"safetensors file", static_cast<uint64_t>(INT64_MAX)},
+                         InputErrorKind::kModel);
+        fd_ = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
         if (fd_ < 0) throw ModelError(path + ": cannot open safetensors file: " + std::strerror(errno));
         struct stat st {};
         if (::fstat(fd_, &st) != 0) {
             const std::string why = std::strerror(errno);
             ::close(fd_);
             throw ModelError(path + ": cannot stat: " + why);
+        }
+        if (!S_ISREG(st.st_mode)) {  // replaced since the check above
+            ::close(fd_);
+            throw ModelError(path + ": not a regular file (a FIFO, socket or device); give the safetensors file itself");
         }
         size_ = static_cast<uint64_t>(st.st_size);
     }
@@ -99,11 +108,7 @@ private:
     uint64_t size_ = 0;
 };
 
-struct Parsed {
-    std::map<std::string, SafetensorsEntry> entries;
-    std::map<std::string, std::string> metadata;
-    uint64_t data_start = 0;  // absolute file offset of the data section
-};
+using Parsed = SafetensorsHeader;
 
 SafetensorsEntry parse_entry(const std::string& path, const std::string& name, const json& v,
                              uint64_t data_size) {
@@ -165,23 +170,34 @@ SafetensorsEntry parse_entry(const std::string& path, const std::string& name, c
     return e;
 }
 
-Parsed parse_header(const File& file, const std::string& path) {
-    if (file.size() < 8)
-        throw ModelError(path + ": not a safetensors file: " + std::to_string(file.size()) +
-                         " bytes, shorter than the 8-byte header length");
-    unsigned char len_bytes[8];
-    file.read_at(0, len_bytes, 8);
+// The header length from the first 8 bytes, checked against the cap and the file size.
+uint64_t header_length(const unsigned char* len_bytes, uint64_t file_size, const std::string& path) {
     uint64_t n = 0;
     for (int i = 7; i >= 0; --i) n = (n << 8) | len_bytes[i];
     if (n > kMaxHeaderBytes)
         throw ModelError(path + ": header length " + std::to_string(n) + " is implausible (> 100 MB); " +
                          "not a safetensors file or corrupt");
-    if (n > file.size() - 8)
+    if (n > file_size - 8)
         throw ModelError(path + ": header length " + std::to_string(n) + " runs past the end of the file (" +
-                         std::to_string(file.size()) + " bytes); truncated?");
-    std::string text(n, '\0');
-    file.read_at(8, text.data(), n);
+                         std::to_string(file_size) + " bytes); truncated?");
+    return n;
+}
 
+void check_file_size(uint64_t file_size, const std::string& path) {
+    if (file_size < 8)
+        throw ModelError(path + ": not a safetensors file: " + std::to_string(file_size) +
+                         " bytes, shorter than the 8-byte header length");
+    // Offsets are kept as int64 (LibTorch's type); no real file comes near.
+    if (file_size > static_cast<uint64_t>(INT64_MAX))
+        throw ModelError(path + ": " + std::to_string(file_size) + " bytes is beyond any safetensors file");
+}
+
+// Parses header JSON `text` of a file of `file_size` bytes whose data section starts at 8 + text size.
+Parsed parse_header_text(const std::string& text, uint64_t file_size, const std::string& path) {
+    const uint64_t n = text.size();
+    if (json_nesting_depth(text) > model_file::kMaxJsonDepth)
+        throw ModelError(path + ": header JSON nested deeper than " + std::to_string(model_file::kMaxJsonDepth) +
+                         " levels; not a safetensors file or corrupt");
     json header;
     try {
         header = json::parse(text);
@@ -192,7 +208,7 @@ Parsed parse_header(const File& file, const std::string& path) {
 
     Parsed out;
     out.data_start = 8 + n;
-    const uint64_t data_size = file.size() - out.data_start;
+    const uint64_t data_size = file_size - out.data_start;
     for (auto it = header.begin(); it != header.end(); ++it) {
         if (it.key() == "__metadata__") {
             if (!it->is_object()) throw ModelError(path + ": __metadata__ is not an object");
@@ -229,12 +245,34 @@ Parsed parse_header(const File& file, const std::string& path) {
     return out;
 }
 
+Parsed parse_header(const File& file, const std::string& path) {
+    check_file_size(file.size(), path);
+    unsigned char len_bytes[8];
+    file.read_at(0, len_bytes, 8);
+    const uint64_t n = header_length(len_bytes, file.size(), path);
+    std::string text(n, '\0');
+    file.read_at(8, text.data(), n);
+    return parse_header_text(text, file.size(), path);
+}
+
 }  // namespace
 
 std::string safetensors_dtype_name(torch::Dtype dtype) {
     for (const auto& d : kDtypes)
         if (d.dtype == dtype) return d.name;
     throw ModelError(std::string("safetensors: no dtype for LibTorch ") + c10::toString(dtype));
+}
+
+SafetensorsHeader safetensors_parse_header(const std::string& bytes, const std::string& source, uint64_t file_size) {
+    check_file_size(file_size, source);
+    if (bytes.size() < 8)
+        throw ModelError(source + ": not a safetensors file: " + std::to_string(bytes.size()) +
+                         " bytes given, shorter than the 8-byte header length");
+    const uint64_t n = header_length(reinterpret_cast<const unsigned char*>(bytes.data()), file_size, source);
+    if (n > bytes.size() - 8)
+        throw ModelError(source + ": header length " + std::to_string(n) + " runs past the " +
+                         std::to_string(bytes.size()) + " bytes given");
+    return parse_header_text(bytes.substr(8, n), file_size, source);
 }
 
 std::map<std::string, SafetensorsEntry> safetensors_read_header(const std::string& path,

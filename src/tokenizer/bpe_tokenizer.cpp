@@ -113,6 +113,7 @@ void BpeTokenizer::build_pipeline(const std::string& source) {
     const json post_processor = parse(post_processor_json_);
     if (!post_processor.is_null()) {
         pipeline->post_processor = tokenizer_detail::PostProcessor::from_json(post_processor, "post_processor", context);
+        pipeline->post_processor.check_ids(static_cast<int32_t>(id_to_token_.size()), "post_processor", context);
     }
     for (const AddedToken& added : added_tokens_) {
         const tokenizer_detail::AddedTokenRule rule{added.id, added.special, added.single_word, added.lstrip,

@@ -3,10 +3,14 @@
 // supported"). Private to the tokenizer component.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
+
+#include "h2tune/core/input_file.h"
 
 namespace h2tune::tokenizer_detail {
 
@@ -34,6 +38,10 @@ struct JsonContext {
     // The single code point of a one-character string at path.key.
     uint32_t single_char(const json& object, const char* key, const std::string& path) const;
 };
+
+
+// Real tokenizer.json files nest about 6 levels deep (post_processor.special_tokens.X.ids).
+constexpr int kMaxJsonDepth = 64;
 
 inline std::string join_path(const std::string& path, const char* key) { return path + "." + key; }
 inline std::string index_path(const std::string& path, std::size_t index) {

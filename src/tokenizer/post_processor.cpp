@@ -82,6 +82,18 @@ PostProcessor PostProcessor::from_json(const json& spec, const std::string& path
     return processor;
 }
 
+void PostProcessor::check_ids(int32_t vocab_size, const std::string& path, const JsonContext& context) const {
+    for (int32_t id : template_) {
+        if (id != kSequence && id >= vocab_size) {
+            context.fail(path + " adds id " + std::to_string(id) + ", outside the vocabulary (" +
+                         std::to_string(vocab_size) + " tokens)");
+        }
+    }
+    for (std::size_t i = 0; i < steps_.size(); ++i) {
+        steps_[i].check_ids(vocab_size, index_path(join_path(path, "processors"), i), context);
+    }
+}
+
 std::vector<int32_t> PostProcessor::apply(std::vector<int32_t> ids) const {
     if (has_template_) {
         std::vector<int32_t> out;

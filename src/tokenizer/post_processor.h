@@ -18,6 +18,11 @@ public:
 
     std::vector<int32_t> apply(std::vector<int32_t> ids) const;
 
+    // Fails (through `context`) when an id this processor adds is not below `vocab_size`: the
+    // file's post_processor names ids by number, and one past the vocabulary would reach the
+    // model's embedding as an out-of-range index.
+    void check_ids(int32_t vocab_size, const std::string& path, const JsonContext& context) const;
+
 private:
     // The single-sequence template: ids before and after the sequence (-1 marks the sequence).
     std::vector<int32_t> template_;

@@ -53,6 +53,13 @@ case $CASE in
     H2TUNE_RAISE_SIGNAL=USR1:3:1:1 run "${job[@]}" --output "$WORK"; expect_rc 3 $? "the signalled run"
     head -c 4096 /dev/urandom > "$WORK/metrics.h5"
     run --resume "$WORK"; expect_rc 0 $? "the resumed run" ;;
+  usr1_to_mpirun)  # SIGUSR1 sent to mpirun itself once round 1 is reported: mpirun forwards it, exit 3
+    # mpirun itself in the background (not under `timeout`, which would take the signal).
+    "$MPIRUN" --oversubscribe -np 3 "$H2TUNE" train "${job[@]}" --output "$WORK" --threads 1 > "$WORK.log" 2>&1 & pid=$!
+    for _ in $(seq 1 1200); do grep -q 'round 1/3' "$WORK.log" 2>/dev/null || ! kill -0 "$pid" 2>/dev/null && break; sleep 0.1; done
+    kill -USR1 "$pid"; wait "$pid"; rc=$?; cat "$WORK.log"
+    expect_rc 3 $rc "mpirun, signalled with SIGUSR1,"
+    run --resume "$WORK"; expect_rc 0 $? "the resumed run" ;;
   incompatible_config)  # resuming with a different alpha is refused and names the key
     H2TUNE_RAISE_SIGNAL=USR1:1:1:1 run "${job[@]}" --output "$WORK"; expect_rc 3 $? "the signalled run"
     cp "$WORK/metrics.h5" "$WORK/metrics.before"

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <string>
 
+#include "h2tune/core/error.h"
 #include "h2tune/io/checkpoint_dir.h"
 
 using namespace h2tune;
@@ -88,6 +89,48 @@ TEST(CheckpointDir, ACutShortCommitMarkerDoesNotCount) {
     std::ifstream in(commit);
     std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     write_text(commit, text.substr(0, text.size() - 4));  // "end" line lost
+    EXPECT_TRUE(list_checkpoints(t.path.string()).empty());
+}
+
+// COMMIT is read strictly now: istream parsing took "file -5 ..." as a size of 2^64 - 5 and
+// "next_round -3" as a round, and a listed name such as "/etc/passwd" or "../x" was later read
+// (checksummed) outside the checkpoint.
+TEST(CheckpointDir, CommitMarkersAreParsedStrictly) {
+    const std::string head = "h2tune-checkpoint 1\nnext_round 3\nin_progress 1\n";
+    const CheckpointInfo ok =
+        parse_commit(head + "file 10 99 server.h5\nfile 0 1 sub/client 0001.h5\nend\n", "/ckpt/r000003.1", "COMMIT");
+    EXPECT_EQ(ok.dir, "/ckpt/r000003.1");
+    EXPECT_EQ(ok.next_round, 3);
+    EXPECT_TRUE(ok.in_progress);
+    ASSERT_EQ(ok.files.size(), 2u);
+    EXPECT_EQ(ok.files[1].name, "sub/client 0001.h5");
+    EXPECT_EQ(ok.files[0].size, 10u);
+    EXPECT_EQ(ok.files[0].checksum, 99u);
+
+    const auto refused = [&](const std::string& text, const std::string& message) {
+        try {
+            parse_commit(text, "/ckpt", "ckpt/COMMIT");
+            ADD_FAILURE() << "accepted: " << text;
+        } catch (const IoError& e) {
+            EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << e.what();
+        }
+    };
+    refused(head + "file -5 99 server.h5\nend\n", "ckpt/COMMIT:4: expected 'file <size> <checksum> <name>'");
+    refused(head + "file 18446744073709551616 99 server.h5\nend\n", "expected 'file");
+    refused(head + "file 10 99 /etc/passwd\nend\n", "'/etc/passwd' is not a relative path inside the checkpoint");
+    refused(head + "file 10 99 ../r000001.0/server.h5\nend\n", "is not a relative path inside");
+    refused(head + "file 10 99 \nend\n", "is not a relative path inside");
+    refused("h2tune-checkpoint 1\nnext_round -3\nend\n", "ckpt/COMMIT:2: bad next_round '-3'");
+    refused("h2tune-checkpoint 1\nnext_round 3\nin_progress 2\nend\n", "in_progress must be 0 or 1");
+    refused(head + "colour blue\nend\n", "unknown line 'colour blue'");
+    refused(head, "cut short");
+    refused("h2tune-checkpoint 2\nend\n", "not a checkpoint commit marker");
+    refused("h2tune-checkpoint 1\nend\n", "no next_round");
+
+    // list_checkpoints still skips such a directory rather than failing the resume.
+    TempDir t;
+    const CheckpointInfo c = make_checkpoint(t.path, 1, false);
+    write_text(fs::path(c.dir) / "COMMIT", head + "file 10 99 /etc/passwd\nend\n");
     EXPECT_TRUE(list_checkpoints(t.path.string()).empty());
 }
 

@@ -1,5 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <fstream>
 #include <string>
@@ -91,6 +94,54 @@ TEST(Jsonl, TaskInfoReadsLabelsAndRejectsMalformed) {
     EXPECT_DOUBLE_EQ(t.majority_rate_test, 0.5);
     EXPECT_THROW(read_task_info(write_file("task_bad.json", "{\"labels\": [1]")), DataError);
     EXPECT_THROW(read_task_info(write_file("task_noname.json", "{\"labels\": []}")), DataError);
+}
+
+// Regression: a label listed twice in task.json was accepted and counted as two classes.
+TEST(Jsonl, DuplicateTaskLabelsAreRefusedByName) {
+    const auto path = write_file("task_dup.json", R"({"name": "spam", "labels": ["spam", "ham", "spam"]})");
+    try {
+        read_task_info(path);
+        FAIL() << "expected DataError";
+    } catch (const DataError& e) {
+        EXPECT_NE(std::string(e.what()).find("task_dup.json: labels: 'spam' appears more than once"), std::string::npos)
+            << e.what();
+    }
+    EXPECT_EQ(parse_task_info(R"({"name": "x", "labels": ["a", "b"]})", "mem").labels.size(), 2u);
+    EXPECT_THROW(parse_task_info("[1, 2]", "mem"), DataError);
+    EXPECT_THROW(parse_task_info("", "mem"), DataError);
+}
+
+TEST(Jsonl, ParsesTextWithTheSourceInMessages) {
+    const auto ex = parse_jsonl("{\"instruction\": \"a\", \"output\": \"b\"}\r\n\n{\"instruction\": \"c\", \"output\": \"d\"}",
+                                "mem.jsonl");
+    ASSERT_EQ(ex.size(), 2u);
+    EXPECT_EQ(ex[1].line, 3);
+    EXPECT_EQ(ex[1].output, "d");
+    try {
+        parse_jsonl("{\"instruction\": \"a\", \"output\": \"b\"}\n{\"output\": 1}\n", "mem.jsonl");
+        FAIL() << "expected DataError";
+    } catch (const DataError& e) {
+        EXPECT_NE(std::string(e.what()).find("mem.jsonl:2: missing string field 'instruction'"), std::string::npos) << e.what();
+    }
+}
+
+// A FIFO or a device as the training file used to be read for ever (a FIFO without a writer
+// blocks, /dev/zero never ends); only a regular file is read now, and the error says which file.
+TEST(Jsonl, OnlyRegularFilesAreRead) {
+    const std::string fifo = ::testing::TempDir() + "h2tune_jsonl_fifo_" + std::to_string(::getpid());
+    ::unlink(fifo.c_str());
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+    try {
+        read_jsonl(fifo, 0, "training file");
+        FAIL() << "expected DataError";
+    } catch (const DataError& e) {
+        EXPECT_NE(std::string(e.what()).find(fifo + ": not a regular file (a FIFO, socket or device); give the training file itself"),
+                  std::string::npos) << e.what();
+    }
+    ::unlink(fifo.c_str());
+    expect_data_error("/dev/zero", "/dev/zero: not a regular file (a FIFO, socket or device); give the JSONL file itself");
+    expect_data_error(::testing::TempDir(), "is a directory, not a JSONL file");
+    EXPECT_THROW(read_task_info("/dev/zero"), DataError);
 }
 
 TEST(Jsonl, ShippedTaskFilesParseWhenPrepared) {

@@ -143,6 +143,81 @@ TEST(LlamaConfig, ValidationNamesTheField) {
     expect_error_with([&] { LlamaConfig::from_json(j); }, {"hidden_size"});
 }
 
+// Regression: "hidden_size": 1e30 was converted to int64 as -9223372036854775808 and reported as
+// that; every integer key is now read exactly and bounded before anything is allocated.
+TEST(LlamaConfig, IntegerKeysAreReadExactlyAndBounded) {
+    const auto parse_with = [](const std::function<void(nlohmann::json&)>& edit) {
+        nlohmann::json j = small_config().to_json();
+        edit(j);
+        return llama_config_parse(j.dump(), "model/config.json");
+    };
+    const auto refused = [&](const std::function<void(nlohmann::json&)>& edit, const std::string& message) {
+        try {
+            parse_with(edit);
+            FAIL() << "expected ModelError with: " << message;
+        } catch (const ModelError& e) {
+            EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << e.what();
+        }
+    };
+    refused([](nlohmann::json& j) { j["hidden_size"] = 1e30; },
+            "model/config.json: llama config: hidden_size: expected a positive integer, got 1e+30");
+    refused([](nlohmann::json& j) { j["hidden_size"] = 0.5; }, "hidden_size: expected a positive integer, got 0.5");
+    refused([](nlohmann::json& j) { j["hidden_size"] = -64; }, "hidden_size: expected a positive integer, got -64");
+    refused([](nlohmann::json& j) { j["vocab_size"] = 18446744073709551615ull; },
+            "vocab_size: expected a positive integer, got 18446744073709551615");
+    refused([](nlohmann::json& j) { j["num_hidden_layers"] = true; },
+            "num_hidden_layers: expected a positive integer, got true");
+    refused([](nlohmann::json& j) { j["hidden_size"] = 1e9; },
+            "hidden_size (1000000000) is above the sanity bound 16777216 (2^24");
+    refused([](nlohmann::json& j) { j["vocab_size"] = 1e9; }, "vocab_size (1000000000) is above the sanity bound");
+    refused([](nlohmann::json& j) { j["intermediate_size"] = int64_t{1} << 40; }, "intermediate_size");
+    refused([](nlohmann::json& j) { j["num_hidden_layers"] = (1 << 20) + 1; },
+            "num_hidden_layers (1048577) is above the sanity bound 1048576 (2^20");
+    refused([](nlohmann::json& j) { j["num_key_value_heads"] = 2.5; }, "num_key_value_heads: expected a positive integer");
+    refused([](nlohmann::json& j) { j["max_position_embeddings"] = 1e300; }, "max_position_embeddings");
+    refused([](nlohmann::json& j) { j["head_dim"] = 1e20; }, "head_dim: expected a positive integer, got 1e+20");
+    refused([](nlohmann::json& j) { j["eos_token_id"] = 18446744073709551615ull; }, "eos_token_id");
+    refused([](nlohmann::json& j) { j["bos_token_id"] = {1e30}; }, "bos_token_id");
+    // A float sliding window was cast to int64 unchecked (undefined behaviour for 1e30).
+    refused([](nlohmann::json& j) { j["model_type"] = "mistral"; j["sliding_window"] = 1e30; },
+            "sliding_window: expected a positive integer, got 1e+30");
+    refused([](nlohmann::json& j) {
+        j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"original_max_position_embeddings", -1}};
+    }, "rope_scaling.original_max_position_embeddings: expected a positive integer, got -1");
+
+    // Integral floats are the integers they spell, as in transformers.
+    const LlamaConfig c = parse_with([](nlohmann::json& j) { j["hidden_size"] = 64.0; j["vocab_size"] = 97.0; });
+    EXPECT_EQ(c.hidden_size, 64);
+    EXPECT_EQ(c.vocab_size, 97);
+    // The bounds hold for configs built in code too, and the parameter count cannot overflow.
+    LlamaConfig huge = small_config();
+    huge.vocab_size = (int64_t{1} << 24) + 1;
+    expect_error_with([&] { huge.validate(); }, {"vocab_size", "sanity bound"});
+    huge = small_config();
+    huge.hidden_size = huge.intermediate_size = int64_t{1} << 24;
+    huge.num_hidden_layers = huge.num_attention_heads = huge.num_key_value_heads = int64_t{1} << 20;
+    huge.head_dim_size = 1 << 4;
+    huge.validate();
+    expect_error_with([&] { llama_parameter_count(huge); }, {"parameter count", "2^63"});
+}
+
+TEST(LlamaConfig, DeeplyNestedJsonIsRefusedBeforeParsing) {
+    std::string text = small_config().to_json().dump();
+    text.insert(1, "\"x\": " + std::string(100000, '[') + std::string(100000, ']') + ", ");
+    expect_error_with([&] { llama_config_parse(text, "deep/config.json"); },
+                      {"deep/config.json: JSON nested deeper than 32 levels"});
+}
+
+TEST(LlamaConfig, LoadReadsOnlyARegularFile) {
+    expect_error_with([] { llama_config_load("/dev/zero"); },
+                      {"/dev/zero: not a regular file (a FIFO, socket or device); give the config.json itself"});
+    TempDir dir;
+    expect_error_with([&] { llama_config_load(dir.str()); }, {"is a directory, not a config.json"});
+    const std::string big = dir.str() + "/config.json";
+    std::ofstream(big) << std::string((4 << 20) + 1, ' ');
+    expect_error_with([&] { llama_config_load(big); }, {"config.json", "may have at most 4 MiB"});
+}
+
 // What the decoder does not compute is refused by name, never run as a different model.
 TEST(LlamaConfig, UnsupportedValuesNameTheKeyAndValue) {
     auto refused = [](const std::function<void(nlohmann::json&)>& edit, std::initializer_list<std::string> parts) {

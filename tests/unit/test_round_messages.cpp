@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cstring>
 #include <random>
 
 #include "h2tune/app/fault_injection.h"
@@ -219,6 +220,38 @@ TEST(RoundMessages, DownloadsRoundTripWithTheirRecordSizes) {
     const auto lb = decode_download(encode_download(MethodFamily::kLoraBaseline, {l}), MethodFamily::kLoraBaseline, layout);
     ASSERT_EQ(lb.size(), 1u);
     EXPECT_TRUE(torch::equal(lb[0].lora.at("stackA/1"), l.lora.at("stackA/1")));
+}
+
+// Regression: tensor shapes in a message were multiplied unchecked, so four dimensions of 2^31
+// wrapped to 0 elements, and an expected count of 0 disabled the length check: a one-float array
+// then stood for a tensor of 2^124 elements. An empty tensor must now arrive empty too.
+TEST(RoundMessages, TensorShapesThatOverflowOrDisagreeWithTheArrayAreRefused) {
+    DownloadRecord d;
+    d.client = 0;
+    d.lora = {{"A/0", torch::zeros({1, 1, 1, 1})}};
+    Bytes bytes = encode_download(MethodFamily::kLoraBaseline, {d});
+    // envelope 7, family 1, client 4, tensor count 4, name 8 + 3, dimension count 1: the 4 dims follow.
+    const size_t dims_at = 7 + 1 + 4 + 4 + 8 + 3 + 1;
+    ASSERT_EQ(bytes[dims_at - 1], 4);
+    for (size_t i = 0; i < 4; ++i) {
+        const int64_t dim = int64_t{1} << 31;
+        std::memcpy(bytes.data() + dims_at + 8 * i, &dim, sizeof dim);
+    }
+    const auto no_layout = [](int) -> BankLayout { throw MessageError("no H2Tune layout"); };
+    expect_message_error([&] { decode_download(bytes, MethodFamily::kLoraBaseline, no_layout); }, "too large");
+
+    d.lora = {{"A/0", torch::zeros({0, 3})}};
+    bytes = encode_download(MethodFamily::kLoraBaseline, {d});
+    EXPECT_EQ(decode_download(bytes, MethodFamily::kLoraBaseline, no_layout).at(0).lora.at("A/0").sizes().vec(),
+              (std::vector<int64_t>{0, 3}));
+    // The same record claiming two values for its empty tensor.
+    const size_t count_at = 7 + 1 + 4 + 4 + 8 + 3 + 1 + 2 * 8;
+    const uint64_t two = 2;
+    std::memcpy(bytes.data() + count_at, &two, sizeof two);
+    bytes.resize(bytes.size() + 2 * sizeof(float), 0);
+    expect_message_error([&] { decode_download(bytes, MethodFamily::kLoraBaseline, no_layout); },
+                         "array of 2 elements, expected 0");
+    expect_message_error([&] { decode_lora_groups(encode_lora_groups({0}), 0); }, "array of 1 elements, expected 0");
 }
 
 TEST(RoundMessages, StartOfRunMessagesRoundTrip) {

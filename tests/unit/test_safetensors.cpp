@@ -167,6 +167,35 @@ TEST_F(Safetensors, RejectsMissingAndTruncatedFiles) {
     expect_model_error([&] { safetensors_load(p); }, {"cut.safetensors", "'w'", "past the end"});
 }
 
+TEST_F(Safetensors, ParsesAHeaderFromBytesAndReadsOnlyRegularFiles) {
+    const std::string p = path("two.safetensors");
+    safetensors_save(p, {{"a", torch::ones({2, 3})}, {"b", torch::zeros({4}, torch::kInt8)}}, {{"format", "pt"}});
+    const std::string bytes = read_bytes(p);
+    const SafetensorsHeader h = safetensors_parse_header(bytes, "mem.safetensors", bytes.size());
+    ASSERT_EQ(h.entries.size(), 2u);
+    EXPECT_EQ(h.entries.at("a").shape, (std::vector<int64_t>{2, 3}));
+    EXPECT_EQ(h.metadata.at("format"), "pt");
+    EXPECT_EQ(h.data_start + 24 + 4, bytes.size());
+    // Only the header is needed; the size says where the data section ends.
+    EXPECT_EQ(safetensors_parse_header(bytes.substr(0, h.data_start), "mem", bytes.size()).entries.size(), 2u);
+    expect_model_error([&] { safetensors_parse_header(bytes.substr(0, 20), "mem", bytes.size()); },
+                       {"mem: header length", "runs past the 20 bytes given"});
+    expect_model_error([&] { safetensors_parse_header(bytes, "mem", bytes.size() + 1); },
+                       {"mem: data section holds 29 bytes but tensors cover 28"});
+    expect_model_error([&] { safetensors_read_header("/dev/zero"); },
+                       {"/dev/zero: not a regular file (a FIFO, socket or device); give the safetensors file itself"});
+    expect_model_error([&] { safetensors_load(dir_.string()); }, {"is a directory, not a safetensors file"});
+}
+
+// Regression: a shape holding a deeply nested array overflowed the stack while its error message
+// was being written (dump() recurses); deep nesting is refused before parsing now.
+TEST_F(Safetensors, DeeplyNestedHeaderIsRefused) {
+    const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+    expect_model_error([&] { safetensors_load(raw("deep.safetensors", R"({"w":{"dtype":"F32","shape":)" + deep +
+                                                                          R"(,"data_offsets":[0,4]}})", "abcd")); },
+                       {"deep.safetensors", "nested deeper than 32 levels"});
+}
+
 TEST_F(Safetensors, RejectsBadHeaderLength) {
     const std::string h = R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})";
     expect_model_error([&] { safetensors_load(raw("past.safetensors", h, "abcd", 1000)); },

@@ -455,6 +455,61 @@ TEST(TokenizerJson, RejectsMalformedInput) {
     }
 }
 
+// Regression (found by fuzzing, tests/fuzz): a post_processor naming an id past the vocabulary
+// loaded, and encode(..., add_special_tokens) then returned that id, an out-of-range index for
+// the model's embedding.
+TEST(TokenizerJson, PostProcessorIdsMustBeInTheVocabulary) {
+    const auto doc = trained_json();
+    const int32_t n = BpeTokenizer::from_json(doc.dump()).vocab_size();
+    auto roberta = doc;
+    roberta["post_processor"] = {{"type", "RobertaProcessing"}, {"cls", {"<s>", 0}}, {"sep", {"</s>", n}}};
+    EXPECT_EQ(load_error(roberta.dump(), "tokenizer.json"),
+              "tokenizer.json: post_processor adds id " + std::to_string(n) + ", outside the vocabulary (" +
+                  std::to_string(n) + " tokens)");
+    auto nested = doc;
+    nested["post_processor"] = nlohmann::json::parse(R"({"type": "Sequence", "processors": [{"type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": "<x>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+        "special_tokens": {"<x>": {"id": "<x>", "ids": [2147483647], "tokens": ["<x>"]}}}]})");
+    EXPECT_NE(load_error(nested.dump()).find("post_processor.processors[0] adds id 2147483647"), std::string::npos);
+    auto inside = doc;
+    inside["post_processor"] = {{"type", "BertProcessing"}, {"cls", {"a", 0}}, {"sep", {"b", n - 1}}};
+    const BpeTokenizer ok = BpeTokenizer::from_json(inside.dump());
+    const auto ids = ok.encode("hi", EncodeOptions::hugging_face(true));
+    ASSERT_GE(ids.size(), 2u);
+    EXPECT_EQ(ids.front(), 0);
+    EXPECT_EQ(ids.back(), n - 1);
+}
+
+// Regression: a component nested 200000 levels deep overflowed the stack (nlohmann's recursive
+// dump() keeps each component as text); deep nesting is refused before parsing now.
+TEST(TokenizerJson, DeeplyNestedJsonIsRefusedBeforeParsing) {
+    auto doc = trained_json();
+    doc["normalizer"] = nullptr;
+    std::string text = doc.dump();
+    const std::string deep = std::string(200000, '[') + std::string(200000, ']');
+    text.replace(text.find("\"normalizer\":null"), 17, "\"normalizer\":" + deep);
+    EXPECT_EQ(load_error(text, "tokenizer.json"),
+              "tokenizer.json: JSON nested deeper than 64 levels; not a tokenizer.json");
+    // Brackets inside strings do not count.
+    auto strings = trained_json();
+    int next_id = 0;  // above every id, the added tokens' included
+    for (const auto& item : strings["model"]["vocab"].items()) next_id = std::max(next_id, item.value().get<int>() + 1);
+    for (const auto& token : strings["added_tokens"]) next_id = std::max(next_id, token["id"].get<int>() + 1);
+    strings["model"]["vocab"][std::string(100, '[') + "\"{"] = next_id;
+    EXPECT_NO_THROW(BpeTokenizer::from_json(strings.dump()));
+}
+
+TEST(TokenizerJson, FromFileReadsOnlyARegularFile) {
+    try {
+        BpeTokenizer::from_file("/dev/zero");
+        FAIL() << "expected ModelError";
+    } catch (const ModelError& e) {
+        EXPECT_NE(std::string(e.what()).find("/dev/zero: not a regular file (a FIFO, socket or device); give the tokenizer file itself"),
+                  std::string::npos) << e.what();
+    }
+    EXPECT_THROW(BpeTokenizer::from_file("/nonexistent/tokenizer.json"), ModelError);
+}
+
 TEST(TokenizerJson, RejectsUnsupportedComponents) {
     // Each is one line naming the file and the key path.
     auto unknown_pre = trained_json();

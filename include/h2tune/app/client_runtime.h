@@ -113,6 +113,9 @@ public:
     int64_t trainable_parameters() const;
     AdaptedModel& adapted() { return adapted_; }
     const std::string& model_dir() const { return paths_.model_dir; }
+    // The base model's files as loaded (io/file_fingerprint.h): checkpoints record it so that a
+    // resume on replaced weights is refused.
+    const std::string& base_model_fingerprint() const { return base_model_fingerprint_; }
 
     // Everything that changes while training, as named tensors: adapter factors, shared middle
     // state (relation logits, masks, residual, received slices, Taylor statistics), optimiser
@@ -133,6 +136,7 @@ private:
     ClientConfig config_;
     FederationConfig federation_;
     ClientPaths paths_;
+    std::string base_model_fingerprint_;
     BpeTokenizer tokenizer_;
     AdaptedModel adapted_;
     std::unique_ptr<DataLoader> loader_;

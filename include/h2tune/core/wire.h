@@ -47,16 +47,19 @@ public:
         copy(&value, sizeof(T));
         return value;
     }
-    // Reads a length-prefixed array; `expected` (if nonzero) must equal the stored count.
+    // Reads a length-prefixed array of any length.
     template <class T>
-    std::vector<T> get_array(size_t expected = 0) {
+    std::vector<T> get_array() {
+        return get_elements<T>(get<uint64_t>());
+    }
+    // Reads a length-prefixed array that must hold exactly `expected` elements, 0 included (a
+    // tensor with an empty dimension still has to arrive empty).
+    template <class T>
+    std::vector<T> get_array(size_t expected) {
         const uint64_t n = get<uint64_t>();
-        if (expected && n != expected)
+        if (n != expected)
             throw MessageError(what_ + ": array of " + std::to_string(n) + " elements, expected " + std::to_string(expected));
-        if (n > (size_ - pos_) / sizeof(T)) throw MessageError(what_ + ": array length past the end of the message");
-        std::vector<T> out(static_cast<size_t>(n));
-        copy(out.data(), out.size() * sizeof(T));
-        return out;
+        return get_elements<T>(n);
     }
     std::string get_string() {
         const std::vector<char> v = get_array<char>();
@@ -66,6 +69,14 @@ public:
     bool done() const { return pos_ == size_; }
 
 private:
+    template <class T>
+    std::vector<T> get_elements(uint64_t n) {
+        // Checked before allocating: a corrupt count must not become a huge allocation.
+        if (n > (size_ - pos_) / sizeof(T)) throw MessageError(what_ + ": array length past the end of the message");
+        std::vector<T> out(static_cast<size_t>(n));
+        copy(out.data(), out.size() * sizeof(T));
+        return out;
+    }
     void copy(void* out, size_t bytes) {
         if (bytes > size_ - pos_) throw MessageError(what_ + ": message truncated");
         if (bytes) std::memcpy(out, data_ + pos_, bytes);

@@ -14,10 +14,15 @@ struct Example {
     long line = 0;       // 1-based line in the source file, for error messages
 };
 
-// Reads a JSONL file: one JSON object per line with string fields `instruction` and `output` and
+// Parses JSONL text: one JSON object per line with string fields `instruction` and `output` and
 // an optional string `input`; blank lines are skipped; other fields are ignored. A malformed line
-// throws DataError naming file and line. `limit` > 0 keeps the first `limit` examples.
-std::vector<Example> read_jsonl(const std::string& path, int64_t limit = 0);
+// throws DataError naming `source` and the line. `limit` > 0 keeps the first `limit` examples.
+std::vector<Example> parse_jsonl(const std::string& text, const std::string& source, int64_t limit = 0);
+
+// Reads a JSONL file as parse_jsonl does. Only a regular file of at most a quarter of the node's
+// memory is read (a FIFO or /dev/zero is refused, not read for ever); `what` names the file's
+// role in those messages ("training file", "test file").
+std::vector<Example> read_jsonl(const std::string& path, int64_t limit = 0, const std::string& what = "JSONL file");
 
 // A task's metadata as written by scripts/prepare_data.py (task.json): name, label set, counts.
 struct TaskInfo {
@@ -26,6 +31,10 @@ struct TaskInfo {
     std::vector<std::string> labels;  // empty for open-ended (generation-only) tasks
     double majority_rate_test = 0.0;  // share of the most frequent label in the test split
 };
+// Parses task.json text; `source` names it in errors. Throws DataError for malformed JSON, a
+// missing name, a label that is not a string or one that appears twice.
+TaskInfo parse_task_info(const std::string& text, const std::string& source);
+// Reads task.json (a regular file of at most 16 MiB) with parse_task_info.
 TaskInfo read_task_info(const std::string& path);
 
 // Share of the most frequent `output` among the examples (the majority-class accuracy); 0 if empty.

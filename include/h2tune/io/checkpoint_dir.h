@@ -38,6 +38,11 @@ void copy_file_atomically(const std::string& from, const std::string& to);
 
 // Writes COMMIT into info.dir (atomically, last).
 void write_commit(const CheckpointInfo& info);
+// Parses the text of the COMMIT file of checkpoint directory `dir` (recorded in the result's
+// dir); `source` names the file in errors. Throws IoError when the text is cut short (no "end"),
+// malformed (a negative or non-numeric number, an unknown line) or lists a file that is not a
+// relative path inside the directory ("/etc/passwd", "../x").
+CheckpointInfo parse_commit(const std::string& text, const std::string& dir, const std::string& source);
 // Committed checkpoints under `root` (OUTPUT/checkpoints), newest first. Directories without a
 // readable COMMIT are ignored (a write that never finished).
 std::vector<CheckpointInfo> list_checkpoints(const std::string& root);

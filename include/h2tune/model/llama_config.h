@@ -82,7 +82,14 @@ struct LlamaConfig {
 };
 
 // config.json I/O. Load throws ModelError naming the file; save is atomic and throws IoError.
+// Every integer key must be an integral number (4096.0 passes, 1e30 and 0.5 do not) and the sizes
+// stay below sanity bounds far above any real model: vocab_size, hidden_size, intermediate_size and
+// head_dim at most 2^24, layers and heads at most 2^20, positions and windows at most 2^30.
+// The file must be a regular file of at most 4 MiB.
 LlamaConfig llama_config_load(const std::string& path);
+// Parses config.json text; `source` names it in errors ("<source>: llama config: ..."). Throws
+// ModelError.
+LlamaConfig llama_config_parse(const std::string& text, const std::string& source);
 void llama_config_save(const LlamaConfig& config, const std::string& path);
 
 // The supported Hugging Face model_type values, in the order of the family table.
@@ -93,6 +100,7 @@ std::vector<std::string> llama_preset_names();
 LlamaConfig llama_preset(const std::string& name, int64_t vocab_size);
 
 // Number of parameters the model built from `config` holds (lm_head counted once when tied).
+// Throws ConfigError when the count would overflow int64.
 int64_t llama_parameter_count(const LlamaConfig& config);
 
 }  // namespace h2tune

@@ -26,7 +26,21 @@ struct SafetensorsEntry {
     int64_t begin = 0, end = 0;     // byte offsets relative to the start of the data section
 };
 
-// Reads and validates only the header: names, dtypes, shapes (cheap; no tensor data read).
+// A parsed and validated header.
+struct SafetensorsHeader {
+    std::map<std::string, SafetensorsEntry> entries;
+    std::map<std::string, std::string> metadata;
+    uint64_t data_start = 0;  // absolute file offset of the data section (8 + header length)
+};
+
+// Parses the header of a safetensors file of `file_size` bytes from `bytes`, the file's first
+// bytes (at least the 8-byte length and the header JSON; more are ignored). Checks everything
+// safetensors_read_header checks, the tiling of the data section included; `source` names the
+// file in errors. Throws ModelError.
+SafetensorsHeader safetensors_parse_header(const std::string& bytes, const std::string& source, uint64_t file_size);
+
+// Reads and validates only the header: names, dtypes, shapes (cheap; no tensor data read). The
+// path must name a regular file.
 std::map<std::string, SafetensorsEntry> safetensors_read_header(
     const std::string& path, std::map<std::string, std::string>* metadata = nullptr);
 

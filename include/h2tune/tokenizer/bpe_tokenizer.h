@@ -64,6 +64,7 @@ public:
 
     // Parses a tokenizer.json document; `source` names it in error messages. Throws ModelError.
     static BpeTokenizer from_json(const std::string& json_text, const std::string& source = "<memory>");
+    // Reads a tokenizer.json file (a regular file of at most 256 MiB) with from_json.
     static BpeTokenizer from_file(const std::string& path);
 
     std::string to_json() const;            // a valid Hugging Face tokenizer.json document

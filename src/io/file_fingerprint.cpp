@@ -1,0 +1,123 @@
+#include "h2tune/io/file_fingerprint.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <sstream>
+
+#include "h2tune/core/error.h"
+
+namespace fs = std::filesystem;
+
+namespace h2tune {
+
+namespace {
+
+constexpr uint64_t kWholeFileBytes = 64ull << 20;
+constexpr uint64_t kEdgeBytes = 1ull << 20;
+constexpr uint64_t kBlockBytes = 64ull << 10;
+constexpr int kBlocks = 32;
+
+struct Fnv1a {
+    uint64_t h = 1469598103934665603ULL;
+    void add(const unsigned char* p, size_t n) {
+        for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ULL;
+    }
+};
+
+class ReadOnlyFile {
+public:
+    explicit ReadOnlyFile(const std::string& path) : path_(path) {
+        fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+        struct stat st {};
+        if (fd_ < 0 || ::fstat(fd_, &st) != 0) throw IoError(path + ": cannot read: " + std::strerror(errno));
+        if (!S_ISREG(st.st_mode)) throw IoError(path + ": not a regular file");
+        size_ = static_cast<uint64_t>(st.st_size);
+    }
+    ~ReadOnlyFile() {
+        if (fd_ >= 0) ::close(fd_);
+    }
+    ReadOnlyFile(const ReadOnlyFile&) = delete;
+    ReadOnlyFile& operator=(const ReadOnlyFile&) = delete;
+    uint64_t size() const { return size_; }
+
+    // Hashes [offset, offset + n) (clipped to the file).
+    void hash_range(uint64_t offset, uint64_t n, Fnv1a& hash) const {
+        std::vector<unsigned char> buffer(1 << 16);
+        n = std::min(n, size_ - std::min(offset, size_));
+        while (n > 0) {
+            const ssize_t got = ::pread(fd_, buffer.data(), std::min<uint64_t>(n, buffer.size()), static_cast<off_t>(offset));
+            if (got < 0 && errno == EINTR) continue;
+            if (got <= 0) throw IoError(path_ + ": read failed while fingerprinting: " + std::strerror(errno));
+            hash.add(buffer.data(), static_cast<size_t>(got));
+            offset += static_cast<uint64_t>(got);
+            n -= static_cast<uint64_t>(got);
+        }
+    }
+
+private:
+    std::string path_;
+    int fd_ = -1;
+    uint64_t size_ = 0;
+};
+
+std::map<std::string, std::string> parse_lines(const std::string& text) {
+    std::map<std::string, std::string> out;
+    std::istringstream in(text);
+    std::string name, value;
+    while (in >> name >> value) out[name] = value;
+    return out;
+}
+
+}  // namespace
+
+std::string file_fingerprint(const std::string& path) {
+    const ReadOnlyFile file(path);
+    Fnv1a hash;
+    if (file.size() <= kWholeFileBytes) {
+        file.hash_range(0, file.size(), hash);
+    } else {
+        file.hash_range(0, kEdgeBytes, hash);
+        file.hash_range(file.size() - kEdgeBytes, kEdgeBytes, hash);
+        const uint64_t stride = (file.size() - kBlockBytes) / (kBlocks - 1);
+        for (int i = 0; i < kBlocks; ++i) file.hash_range(static_cast<uint64_t>(i) * stride, kBlockBytes, hash);
+    }
+    char text[64];
+    std::snprintf(text, sizeof text, "%llu:%016llx", static_cast<unsigned long long>(file.size()),
+                  static_cast<unsigned long long>(hash.h));
+    return text;
+}
+
+std::string model_fingerprint(const std::string& model_dir, const std::string& tokenizer_path) {
+    std::vector<std::string> weights;
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(model_dir, ec))
+        if (entry.path().extension() == ".safetensors") weights.push_back(entry.path().filename().string());
+    std::sort(weights.begin(), weights.end());
+    std::string out;
+    for (const auto& name : weights) out += name + " " + file_fingerprint((fs::path(model_dir) / name).string()) + "\n";
+    out += "config.json " + file_fingerprint((fs::path(model_dir) / "config.json").string()) + "\n";
+    out += "tokenizer " + file_fingerprint(tokenizer_path) + "\n";
+    return out;
+}
+
+std::string fingerprint_difference(const std::string& recorded, const std::string& current) {
+    const auto then = parse_lines(recorded), now = parse_lines(current);
+    for (const auto& [name, value] : then) {
+        const auto it = now.find(name);
+        if (it == now.end()) return name + ": present when the checkpoint was written, missing now";
+        if (it->second != value) return name + ": size:checksum " + value + " then, " + it->second + " now";
+    }
+    for (const auto& [name, value] : now)
+        if (!then.count(name)) return name + ": absent when the checkpoint was written, present now";
+    return "";
+}
+
+}  // namespace h2tune
