@@ -25,58 +25,68 @@ namespace {
     throw IoError(message);
 }
 
-// Owns a descriptor opened without blocking: opening a FIFO for reading must not wait for a writer.
-class InputDescriptor {
-public:
-    InputDescriptor(const std::string& path, const InputFileRule& rule, InputErrorKind kind) {
-        fd_ = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-        if (fd_ < 0) fail(kind, path + ": cannot open " + rule.what + ": " + std::strerror(errno));
-        struct stat st {};
-        if (::fstat(fd_, &st) != 0) fail(kind, path + ": cannot stat " + rule.what + ": " + std::strerror(errno));
-        if (S_ISDIR(st.st_mode)) fail(kind, path + ": is a directory, not a " + rule.what);
-        if (!S_ISREG(st.st_mode))
-            fail(kind, path + ": not a regular file (a FIFO, socket or device); give the " + rule.what + " itself");
-        size_ = static_cast<std::uint64_t>(st.st_size);
-        if (size_ > rule.max_bytes)
-            fail(kind, path + ": " + byte_size_text(size_) + "; a " + rule.what + " may have at most " +
-                           byte_size_text(rule.max_bytes));
-        // Regular files never block; reads below are plain blocking reads.
-        const int flags = ::fcntl(fd_, F_GETFL);
-        if (flags >= 0) ::fcntl(fd_, F_SETFL, flags & ~O_NONBLOCK);
-    }
-    ~InputDescriptor() {
-        if (fd_ >= 0) ::close(fd_);
-    }
-    InputDescriptor(const InputDescriptor&) = delete;
-    InputDescriptor& operator=(const InputDescriptor&) = delete;
-
-    int fd() const { return fd_; }
-    std::uint64_t size() const { return size_; }
-
-private:
-    int fd_ = -1;
-    std::uint64_t size_ = 0;
-};
-
 }  // namespace
 
+InputFile::InputFile(const std::string& path, const InputFileRule& rule, InputErrorKind kind)
+    : path_(path), kind_(kind) {
+    // O_NONBLOCK: opening a FIFO for reading must not wait for a writer.
+    fd_ = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd_ < 0) fail(kind, path + ": cannot open " + rule.what + ": " + std::strerror(errno));
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0) {
+        const std::string why = std::strerror(errno);
+        ::close(fd_);
+        fail(kind, path + ": cannot stat " + rule.what + ": " + why);
+    }
+    std::string problem;
+    if (S_ISDIR(st.st_mode)) problem = path + ": is a directory, not a " + rule.what;
+    else if (!S_ISREG(st.st_mode)) problem = path + ": not a regular file (a FIFO, socket or device); give the " + rule.what + " itself";
+    else if (static_cast<std::uint64_t>(st.st_size) > rule.max_bytes)
+        problem = path + ": " + byte_size_text(static_cast<std::uint64_t>(st.st_size)) + "; a " + rule.what +
+                  " may have at most " + byte_size_text(rule.max_bytes);
+    if (!problem.empty()) {
+        ::close(fd_);
+        fail(kind, problem);
+    }
+    size_ = static_cast<std::uint64_t>(st.st_size);
+    // Regular files never block; reads are plain blocking reads.
+    const int flags = ::fcntl(fd_, F_GETFL);
+    if (flags >= 0) ::fcntl(fd_, F_SETFL, flags & ~O_NONBLOCK);
+}
+
+InputFile::~InputFile() { ::close(fd_); }
+
+std::uint64_t InputFile::read_some(std::uint64_t offset, void* out, std::uint64_t n) const {
+    for (;;) {
+        const ssize_t got = ::pread(fd_, out, n, static_cast<off_t>(offset));
+        if (got >= 0) return static_cast<std::uint64_t>(got);
+        if (errno != EINTR) fail(kind_, path_ + ": read failed: " + std::strerror(errno));
+    }
+}
+
+void InputFile::read_at(std::uint64_t offset, void* out, std::uint64_t n) const {
+    char* p = static_cast<char*>(out);
+    while (n > 0) {
+        const std::uint64_t got = read_some(offset, p, n);
+        if (got == 0) fail(kind_, path_ + ": unexpected end of file (truncated while reading?)");
+        p += got;
+        offset += got;
+        n -= got;
+    }
+}
+
 std::uint64_t check_input_file(const std::string& path, const InputFileRule& rule, InputErrorKind kind) {
-    return InputDescriptor(path, rule, kind).size();
+    return InputFile(path, rule, kind).size();
 }
 
 std::string read_input_file(const std::string& path, const InputFileRule& rule, InputErrorKind kind) {
-    const InputDescriptor file(path, rule, kind);
+    const InputFile file(path, rule, kind);
     std::string text;
     text.reserve(file.size());
     char buffer[1 << 16];
-    for (;;) {
-        const ssize_t got = ::read(file.fd(), buffer, sizeof buffer);
-        if (got < 0) {
-            if (errno == EINTR) continue;
-            fail(kind, path + ": cannot read " + rule.what + ": " + std::strerror(errno));
-        }
-        if (got == 0) break;
-        if (text.size() + static_cast<std::uint64_t>(got) > rule.max_bytes)
+    // To the end of the file, not its size at opening: one that grew past the limit is refused.
+    for (std::uint64_t got; (got = file.read_some(text.size(), buffer, sizeof buffer)) > 0;) {
+        if (text.size() + got > rule.max_bytes)
             fail(kind, path + ": grew past " + byte_size_text(rule.max_bytes) + " while being read; a " + rule.what +
                            " may have at most that");
         text.append(buffer, static_cast<std::size_t>(got));

@@ -1,18 +1,15 @@
 #include "h2tune/io/file_fingerprint.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
+#include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <map>
 #include <sstream>
+#include <vector>
 
 #include "h2tune/core/error.h"
+#include "h2tune/core/input_file.h"
 
 namespace fs = std::filesystem;
 
@@ -32,41 +29,18 @@ struct Fnv1a {
     }
 };
 
-class ReadOnlyFile {
-public:
-    explicit ReadOnlyFile(const std::string& path) : path_(path) {
-        fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-        struct stat st {};
-        if (fd_ < 0 || ::fstat(fd_, &st) != 0) throw IoError(path + ": cannot read: " + std::strerror(errno));
-        if (!S_ISREG(st.st_mode)) throw IoError(path + ": not a regular file");
-        size_ = static_cast<uint64_t>(st.st_size);
+// Hashes [offset, offset + n) of the file (clipped to its size).
+void hash_range(const InputFile& file, uint64_t offset, uint64_t n, Fnv1a& hash) {
+    std::vector<unsigned char> buffer(1 << 16);
+    n = std::min(n, file.size() - std::min(offset, file.size()));
+    while (n > 0) {
+        const uint64_t piece = std::min<uint64_t>(n, buffer.size());
+        file.read_at(offset, buffer.data(), piece);
+        hash.add(buffer.data(), static_cast<size_t>(piece));
+        offset += piece;
+        n -= piece;
     }
-    ~ReadOnlyFile() {
-        if (fd_ >= 0) ::close(fd_);
-    }
-    ReadOnlyFile(const ReadOnlyFile&) = delete;
-    ReadOnlyFile& operator=(const ReadOnlyFile&) = delete;
-    uint64_t size() const { return size_; }
-
-    // Hashes [offset, offset + n) (clipped to the file).
-    void hash_range(uint64_t offset, uint64_t n, Fnv1a& hash) const {
-        std::vector<unsigned char> buffer(1 << 16);
-        n = std::min(n, size_ - std::min(offset, size_));
-        while (n > 0) {
-            const ssize_t got = ::pread(fd_, buffer.data(), std::min<uint64_t>(n, buffer.size()), static_cast<off_t>(offset));
-            if (got < 0 && errno == EINTR) continue;
-            if (got <= 0) throw IoError(path_ + ": read failed while fingerprinting: " + std::strerror(errno));
-            hash.add(buffer.data(), static_cast<size_t>(got));
-            offset += static_cast<uint64_t>(got);
-            n -= static_cast<uint64_t>(got);
-        }
-    }
-
-private:
-    std::string path_;
-    int fd_ = -1;
-    uint64_t size_ = 0;
-};
+}
 
 std::map<std::string, std::string> parse_lines(const std::string& text) {
     std::map<std::string, std::string> out;
@@ -79,15 +53,15 @@ std::map<std::string, std::string> parse_lines(const std::string& text) {
 }  // namespace
 
 std::string file_fingerprint(const std::string& path) {
-    const ReadOnlyFile file(path);
+    const InputFile file(path, InputFileRule{"file", UINT64_MAX}, InputErrorKind::kIo);
     Fnv1a hash;
     if (file.size() <= kWholeFileBytes) {
-        file.hash_range(0, file.size(), hash);
+        hash_range(file, 0, file.size(), hash);
     } else {
-        file.hash_range(0, kEdgeBytes, hash);
-        file.hash_range(file.size() - kEdgeBytes, kEdgeBytes, hash);
+        hash_range(file, 0, kEdgeBytes, hash);
+        hash_range(file, file.size() - kEdgeBytes, kEdgeBytes, hash);
         const uint64_t stride = (file.size() - kBlockBytes) / (kBlocks - 1);
-        for (int i = 0; i < kBlocks; ++i) file.hash_range(static_cast<uint64_t>(i) * stride, kBlockBytes, hash);
+        for (int i = 0; i < kBlocks; ++i) hash_range(file, static_cast<uint64_t>(i) * stride, kBlockBytes, hash);
     }
     char text[64];
     std::snprintf(text, sizeof text, "%llu:%016llx", static_cast<unsigned long long>(file.size()),

@@ -1,11 +1,6 @@
 #include "h2tune/model/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <tuple>
 
@@ -59,53 +54,12 @@ std::string supported_list() {
     return s;
 }
 
-// Owns a file descriptor; reads at absolute offsets.
-class File {
+// Refuses a FIFO or device by name (opening one must not block); the data is then read with pread
+// at the offsets the header gives, never as a whole.
+class File : public InputFile {
 public:
-    explicit File(const std::string& path) : path_(path) {
-        // Refuses a FIFO or device by name first (opening a FIFO here would block); the data is
-        // then read with pread at the offsets the header gives, never as a whole.
-        check_input_file(path, InputFileRule{"safetensors file", static_cast<uint64_t>(INT64_MAX)},
-                         InputErrorKind::kModel);
-        fd_ = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-        if (fd_ < 0) throw ModelError(path + ": cannot open safetensors file: " + std::strerror(errno));
-        struct stat st {};
-        if (::fstat(fd_, &st) != 0) {
-            const std::string why = std::strerror(errno);
-            ::close(fd_);
-            throw ModelError(path + ": cannot stat: " + why);
-        }
-        if (!S_ISREG(st.st_mode)) {  // replaced since the check above
-            ::close(fd_);
-            throw ModelError(path + ": not a regular file (a FIFO, socket or device); give the safetensors file itself");
-        }
-        size_ = static_cast<uint64_t>(st.st_size);
-    }
-    ~File() { ::close(fd_); }
-    File(const File&) = delete;
-    File& operator=(const File&) = delete;
-
-    uint64_t size() const { return size_; }
-
-    void read_at(uint64_t offset, void* out, uint64_t n) const {
-        char* p = static_cast<char*>(out);
-        while (n > 0) {
-            const ssize_t got = ::pread(fd_, p, n, static_cast<off_t>(offset));
-            if (got < 0) {
-                if (errno == EINTR) continue;
-                throw ModelError(path_ + ": read failed: " + std::strerror(errno));
-            }
-            if (got == 0) throw ModelError(path_ + ": unexpected end of file (truncated while reading?)");
-            p += got;
-            offset += static_cast<uint64_t>(got);
-            n -= static_cast<uint64_t>(got);
-        }
-    }
-
-private:
-    std::string path_;
-    int fd_ = -1;
-    uint64_t size_ = 0;
+    explicit File(const std::string& path)
+        : InputFile(path, InputFileRule{"safetensors file", static_cast<uint64_t>(INT64_MAX)}, InputErrorKind::kModel) {}
 };
 
 using Parsed = SafetensorsHeader;

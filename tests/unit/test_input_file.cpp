@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 #include "h2tune/core/error.h"
 #include "h2tune/core/input_file.h"
@@ -80,4 +81,25 @@ TEST(InputFile, ByteSizesReadAsPeopleWriteThem) {
     EXPECT_EQ(byte_size_text(4u << 20), "4 MiB");
     EXPECT_EQ(byte_size_text(3ull << 29), "1.5 GiB");
     EXPECT_GE(memory_fraction_bytes(0.25), 1u << 20);
+}
+
+TEST(InputFile, ReadsAtOffsetsAndNamesAShortFile) {
+    const fs::path p = scratch("pieces.bin");
+    write(p, "0123456789");
+    const InputFile file(p.string(), kRule, InputErrorKind::kModel);
+    EXPECT_EQ(file.size(), 10u);
+    char piece[4] = {};
+    file.read_at(3, piece, 4);
+    EXPECT_EQ(std::string(piece, 4), "3456");
+    EXPECT_EQ(file.read_some(8, piece, 4), 2u);
+    EXPECT_EQ(file.read_some(10, piece, 4), 0u);
+    EXPECT_EQ(message_of([&] { file.read_at(8, piece, 4); }),
+              p.string() + ": unexpected end of file (truncated while reading?)");
+    EXPECT_THROW(file.read_at(8, piece, 4), ModelError);
+}
+
+TEST(InputFile, JsonNestingDepthSkipsStrings) {
+    EXPECT_EQ(json_nesting_depth("{\"a\": [1, {\"b\": []}]}"), 4);
+    EXPECT_EQ(json_nesting_depth("{\"a\": \"[[[[\\\"{{\"}"), 1);
+    EXPECT_EQ(json_nesting_depth(std::string(1000, '[')), 1000);
 }

@@ -20,6 +20,31 @@ struct InputFileRule {
 // Which exception an input-file problem becomes (the caller's component decides).
 enum class InputErrorKind { kConfig, kData, kModel, kIo };
 
+// A regular input file within the rule's limit, open for reads at offsets: for formats read in
+// pieces (a safetensors header, then each tensor where the header puts it) and for sampling.
+// Opening never blocks (a FIFO is refused, not waited on). Errors are of the given kind and name
+// the file.
+class InputFile {
+public:
+    InputFile(const std::string& path, const InputFileRule& rule, InputErrorKind kind);
+    ~InputFile();
+    InputFile(const InputFile&) = delete;
+    InputFile& operator=(const InputFile&) = delete;
+
+    const std::string& path() const { return path_; }
+    std::uint64_t size() const { return size_; }  // at opening
+    // Exactly `n` bytes at `offset`; a file that ends first is an error ("truncated while reading?").
+    void read_at(std::uint64_t offset, void* out, std::uint64_t n) const;
+    // Up to `n` bytes at `offset`; 0 at the end of the file.
+    std::uint64_t read_some(std::uint64_t offset, void* out, std::uint64_t n) const;
+
+private:
+    std::string path_;
+    InputErrorKind kind_;
+    int fd_ = -1;
+    std::uint64_t size_ = 0;
+};
+
 // Checks that `path` names a regular file within the rule's limit and returns its size.
 std::uint64_t check_input_file(const std::string& path, const InputFileRule& rule, InputErrorKind kind);
 
