@@ -19,6 +19,7 @@
 #include "h2tune/app/command_options.h"
 #include "h2tune/core/error.h"
 #include "h2tune/core/methods.h"
+#include "h2tune/core/paired_difference.h"
 #include "h2tune/core/shape_text.h"
 #include "h2tune/io/hdf5_file.h"
 
@@ -663,8 +664,87 @@ std::string runs_table(const std::vector<Group>& groups) {
     return md.str();
 }
 
-void grouped_tables(const std::vector<std::string>& paths, std::ostringstream& md, std::ostringstream& csv,
-                    std::ostringstream& summary_csv) {
+// ---------------------------------------------------------------- paired comparisons
+
+using MethodPair = std::pair<std::string, std::string>;
+
+// The pairs to compare in one (scenario, variant): the requested ones present, or by default
+// h2tune against every other method there.
+std::vector<std::pair<const Group*, const Group*>> pairs_in(const std::vector<const Group*>& cell,
+                                                            const std::vector<MethodPair>& requested) {
+    auto find = [&](const std::string& method) -> const Group* {
+        for (const Group* g : cell)
+            if (g->method == method) return g;
+        return nullptr;
+    };
+    std::vector<std::pair<const Group*, const Group*>> out;
+    if (!requested.empty()) {
+        for (const auto& [a, b] : requested)
+            if (find(a) && find(b)) out.emplace_back(find(a), find(b));
+        return out;
+    }
+    if (const Group* h = find("h2tune"))
+        for (const Group* g : cell)
+            if (g != h) out.emplace_back(h, g);
+    return out;
+}
+
+// Final accuracy per seed the two groups share: client k's (k >= 0) or the run's client mean (-1).
+void shared_seed_values(const Group& a, const Group& b, int64_t k, std::vector<double>& va, std::vector<double>& vb) {
+    auto value = [k](const RunSummary& r) {
+        if (k >= 0) return r.final_acc[static_cast<size_t>(k)];
+        return stats_of(r.final_acc).mean;
+    };
+    for (const RunSummary* ra : a.runs)
+        for (const RunSummary* rb : b.runs)
+            if (ra->seed == rb->seed) {
+                va.push_back(value(*ra));
+                vb.push_back(value(*rb));
+                break;
+            }
+}
+
+std::string paired_row(const std::string& scenario, const Group& a, const Group& b, const std::string& client,
+                       const PairedDifference& d) {
+    return "| " + scenario + " | " + a.method + " - " + b.method + " | " + client + " | " + std::to_string(d.n) + " | " +
+           fmt("%+.3f", d.mean) + " | [" + fmt("%+.3f", d.low) + ", " + fmt("%+.3f", d.high) + "] | " +
+           fmt("%+.1f %%", 100 * d.relative) + " |\n";
+}
+
+// Method A minus method B in final accuracy, paired over the seeds both ran, per client and for
+// the run's client mean, with the 95 % Student-t interval of the paired differences.
+std::string paired_tables(const std::vector<Group>& groups, const std::vector<MethodPair>& requested, Notes& notes) {
+    std::map<std::pair<size_t, size_t>, std::vector<const Group*>> cells;  // (scenario order, variant)
+    for (const auto& g : groups) cells[{g.scenario_order, g.variant}].push_back(&g);
+    std::ostringstream out;
+    for (const auto& [key, cell] : cells) {
+        for (const auto& [a, b] : pairs_in(cell, requested)) {
+            std::vector<double> va, vb;
+            shared_seed_values(*a, *b, -1, va, vb);
+            if (va.size() < 2) {
+                notes.push_back(a->label + ": " + a->method + " and " + b->method + " share " +
+                                std::to_string(va.size()) + " seed(s); a paired interval needs at least 2");
+                continue;
+            }
+            out << paired_row(a->label, *a, *b, "mean of clients", paired_difference(va, vb));
+            for (int64_t k = 0; k < a->runs.front()->clients; ++k) {
+                va.clear();
+                vb.clear();
+                shared_seed_values(*a, *b, k, va, vb);
+                const std::string& name = a->runs.front()->names[static_cast<size_t>(k)];
+                out << paired_row(a->label, *a, *b, std::to_string(k) + " " + name, paired_difference(va, vb));
+            }
+        }
+    }
+    if (out.str().empty()) return "";
+    return "## Paired comparisons (final accuracy, A - B over the seeds both ran; 95 % Student-t interval of the "
+           "paired differences; relative = mean A / mean B - 1)\n\n| scenario | A - B | client | seeds | mean "
+           "difference | 95 % interval | relative |\n|---|---|---|---|---|---|---|\n" +
+           out.str();
+}
+
+void grouped_tables(const std::vector<std::string>& paths, const std::vector<MethodPair>& compare, std::ostringstream& md,
+                    std::ostringstream& csv, std::ostringstream& summary_csv) {
     Notes notes;
     const std::vector<RunSummary> runs = load_complete_runs(paths, notes);
     const Variants variants = find_variants(runs);
@@ -675,6 +755,8 @@ void grouped_tables(const std::vector<std::string>& paths, std::ostringstream& m
     std::ostringstream body;
     per_client_tables(groups, body, csv);
     body << "\n" << summary_tables(groups, summary_csv) << "\n" << runs_table(groups);
+    const std::string paired = paired_tables(groups, compare, notes);
+    if (!paired.empty()) body << "\n" << paired;
     if (!notes.empty()) {
         body << "\nNotes:\n\n";
         for (const auto& n : notes) body << "* " << n << "\n";
@@ -704,9 +786,12 @@ int cmd_report(const Args& args) {
         ("summary-csv", po::value<std::string>(), "several runs: also write the per (scenario, method) CSV to this file")
         ("grouped", po::bool_switch(), "group seeds (the several-runs tables) even for a single run")
         ("per-run", po::bool_switch(), "several runs: one row per client of each run (the one-run table) instead of "
-                                       "grouping seeds");
+                                       "grouping seeds")
+        ("compare", po::value<std::vector<std::string>>(),
+         "A,B: paired comparison of method A against B over their shared seeds (repeatable; default: h2tune "
+         "against every other method of a scenario)");
     po::variables_map vm;
-    if (!parse_command_options("report", "RUN_DIR... [--markdown FILE] [--csv FILE] [--summary-csv FILE] [--grouped | --per-run]",
+    if (!parse_command_options("report", "RUN_DIR... [--markdown FILE] [--csv FILE] [--summary-csv FILE] [--grouped | --per-run] [--compare A,B]",
                                desc, args, vm, "runs"))
         return kExitOk;
 
@@ -716,8 +801,16 @@ int cmd_report(const Args& args) {
     const bool per_run = vm["per-run"].as<bool>();
     if (per_run && vm["grouped"].as<bool>()) throw ConfigError("report: --grouped and --per-run exclude each other");
     const bool grouped = !per_run && (expanded.size() > 1 || vm["grouped"].as<bool>());
+    std::vector<MethodPair> compare;
+    if (vm.count("compare"))
+        for (const auto& c : vm["compare"].as<std::vector<std::string>>()) {
+            const auto comma = c.find(',');
+            if (comma == std::string::npos || comma == 0 || comma + 1 == c.size())
+                throw ConfigError("report: --compare expects A,B (two method names), got '" + c + "'");
+            compare.emplace_back(c.substr(0, comma), c.substr(comma + 1));
+        }
     if (grouped) {
-        grouped_tables(expanded, md, csv, summary_csv);
+        grouped_tables(expanded, compare, md, csv, summary_csv);
     } else {
         if (vm.count("summary-csv"))
             throw ConfigError("report: --summary-csv needs the grouped tables (several runs or --grouped, not --per-run)");
