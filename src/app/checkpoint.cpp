@@ -12,7 +12,6 @@
 
 #include "h2tune/app/round_messages.h"
 #include "h2tune/core/error.h"
-#include "h2tune/core/input_file.h"
 #include "h2tune/core/job_config.h"
 #include "h2tune/core/wire.h"
 #include "h2tune/io/hdf5_file.h"
@@ -151,33 +150,14 @@ std::string check_commit_round(const CheckpointInfo& c) {
     }
     return "";
 }
-
-// Why the newest directory under `root` that holds a COMMIT was not listed as committed (its
-// COMMIT does not parse: edited, or another tool's); empty when there is none.
-std::string unlisted_commit_reason(const std::string& root) {
-    std::vector<fs::path> dirs;
-    std::error_code ec;
-    for (const auto& entry : fs::directory_iterator(root, ec))
-        if (entry.is_directory() && fs::exists(entry.path() / "COMMIT")) dirs.push_back(entry.path());
-    std::sort(dirs.rbegin(), dirs.rend());
-    for (const auto& dir : dirs) {
-        const std::string path = (dir / "COMMIT").string();
-        try {
-            parse_commit(read_input_file(path, InputFileRule{"checkpoint COMMIT", 4u << 20}, InputErrorKind::kIo),
-                         dir.string(), path);
-        } catch (const Error& e) {
-            return e.what();
-        }
-    }
-    return "";
-}
 }  // namespace
 
 CheckpointInfo choose_checkpoint(Communicator& comm, const std::string& root) {
     CheckpointChoice choice;
     std::string newest_rejection;  // rank 0: why the newest checkpoint was skipped
     if (comm.rank() == 0) {
-        for (const auto& c : list_checkpoints(root)) {
+        std::vector<std::string> unreadable;
+        for (const auto& c : list_checkpoints(root, &unreadable)) {
             std::string why = verify_checkpoint(c);
             if (why.empty()) why = check_commit_round(c);
             if (why.empty()) {
@@ -188,7 +168,7 @@ CheckpointInfo choose_checkpoint(Communicator& comm, const std::string& root) {
             std::printf("h2tune train: skipping checkpoint %s: %s\n", c.dir.c_str(), why.c_str());
             if (newest_rejection.empty()) newest_rejection = fs::path(c.dir).filename().string() + ": " + why;
         }
-        if (!choice.found && newest_rejection.empty()) newest_rejection = unlisted_commit_reason(root);
+        if (!choice.found && newest_rejection.empty() && !unreadable.empty()) newest_rejection = unreadable.front();
         std::fflush(stdout);
     }
     Bytes message = encode_checkpoint_choice(choice);

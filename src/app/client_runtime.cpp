@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "h2tune/core/error.h"
+#include "h2tune/core/fnv1a.h"
 #include "h2tune/core/rng.h"
 #include "h2tune/io/file_fingerprint.h"
 #include "h2tune/method/sparse_bank.h"
@@ -102,9 +103,9 @@ void ClientRuntime::load_model() {
         // Clients that aggregate together start from the same adapter (FedAvg's common initial
         // model; FFA-LoRA's shared frozen A): the key comes from the group signature.
         lora_signature_ = lora_group_signature(model->config(), federation_.modules, rank, method_);
-        uint64_t h = 1469598103934665603ULL;
-        for (unsigned char ch : lora_signature_) h = (h ^ ch) * 1099511628211ULL;
-        init_key = stream_key(seed_, 0xada5, h);
+        Fnv1a64 signature_hash;
+        signature_hash.add(lora_signature_.data(), lora_signature_.size());
+        init_key = stream_key(seed_, 0xada5, signature_hash.value);
     }
     model->to(device_);
     adapted_ = attach_adapters(model, federation_.modules, rank, federation_.alpha, init_key, device_);

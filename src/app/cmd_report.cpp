@@ -79,8 +79,9 @@ std::string metrics_path_of(const std::string& dir_or_file) {
 // by another tool gets an error naming the dataset instead of an out-of-bounds read.
 std::vector<double> read_shaped(const Hdf5File& f, const std::string& path, const std::string& name,
                                 const std::vector<int64_t>& shape, const char* meaning) {
-    if (f.dataset_shape(name) != shape)
-        throw DataError(path + ":" + name + " has shape " + shape_string(f.dataset_shape(name)) + ", expected " +
+    const std::vector<int64_t> found = f.dataset_shape(name);
+    if (found != shape)
+        throw DataError(path + ":" + name + " has shape " + shape_string(found) + ", expected " +
                         shape_string(shape) + " (" + meaning + ")");
     return f.read_doubles(name);
 }

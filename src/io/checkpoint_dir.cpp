@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include "h2tune/core/error.h"
+#include "h2tune/core/fnv1a.h"
 #include "h2tune/core/input_file.h"
 
 namespace fs = std::filesystem;
@@ -42,17 +43,13 @@ std::string checkpoint_name(int64_t next_round, bool in_progress) {
 uint64_t file_checksum(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
     if (!in) throw IoError(path + ": cannot open to checksum");
-    uint64_t h = 1469598103934665603ULL;
+    Fnv1a64 hash;
     std::vector<char> buf(1 << 16);
     while (in) {
         in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-        const std::streamsize n = in.gcount();
-        for (std::streamsize i = 0; i < n; ++i) {
-            h ^= static_cast<unsigned char>(buf[static_cast<size_t>(i)]);
-            h *= 1099511628211ULL;
-        }
+        hash.add(buf.data(), static_cast<size_t>(in.gcount()));
     }
-    return h;
+    return hash.value;
 }
 
 CheckpointFile describe_file(const std::string& dir, const std::string& name) {
@@ -171,27 +168,38 @@ CheckpointInfo parse_commit(const std::string& text, const std::string& dir, con
 }
 
 namespace {
-// Reads COMMIT; false when it is missing, cut short or malformed (a write that never finished).
-bool read_commit(const fs::path& dir, CheckpointInfo* info) {
+// Reads COMMIT; false when it is missing (a write that never finished) or, with `why` set, cut
+// short or malformed.
+bool read_commit(const fs::path& dir, CheckpointInfo* info, std::string* why) {
     const std::string path = (dir / kCommitName).string();
+    std::error_code ec;
+    if (!fs::exists(path, ec)) return false;
     try {
         const InputFileRule rule{"checkpoint COMMIT file", 4ull << 20};
         *info = parse_commit(read_input_file(path, rule, InputErrorKind::kIo), dir.string(), path);
         return true;
-    } catch (const Error&) {
+    } catch (const Error& e) {
+        *why = e.what();
         return false;
     }
 }
 }  // namespace
 
-std::vector<CheckpointInfo> list_checkpoints(const std::string& root) {
+std::vector<CheckpointInfo> list_checkpoints(const std::string& root, std::vector<std::string>* unreadable) {
     std::vector<CheckpointInfo> out;
+    std::vector<std::pair<std::string, std::string>> rejected;  // (directory, why)
     std::error_code ec;
     if (!fs::is_directory(root, ec)) return out;
     for (const auto& entry : fs::directory_iterator(root, ec)) {
         if (!entry.is_directory()) continue;
         CheckpointInfo info;
-        if (read_commit(entry.path(), &info)) out.push_back(info);
+        std::string why;
+        if (read_commit(entry.path(), &info, &why)) out.push_back(info);
+        else if (!why.empty()) rejected.emplace_back(entry.path().filename().string(), why);
+    }
+    if (unreadable) {
+        std::sort(rejected.rbegin(), rejected.rend());  // names sort in the order taken: newest first
+        for (auto& r : rejected) unreadable->push_back(std::move(r.second));
     }
     std::sort(out.begin(), out.end(), [](const CheckpointInfo& a, const CheckpointInfo& b) {
         return std::make_pair(a.next_round, a.in_progress) > std::make_pair(b.next_round, b.in_progress);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "h2tune/core/error.h"
+#include "h2tune/core/fnv1a.h"
 #include "h2tune/core/input_file.h"
 
 namespace fs = std::filesystem;
@@ -22,15 +23,8 @@ constexpr uint64_t kEdgeBytes = 1ull << 20;
 constexpr uint64_t kBlockBytes = 64ull << 10;
 constexpr int kBlocks = 32;
 
-struct Fnv1a {
-    uint64_t h = 1469598103934665603ULL;
-    void add(const unsigned char* p, size_t n) {
-        for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ULL;
-    }
-};
-
 // Hashes [offset, offset + n) of the file (clipped to its size).
-void hash_range(const InputFile& file, uint64_t offset, uint64_t n, Fnv1a& hash) {
+void hash_range(const InputFile& file, uint64_t offset, uint64_t n, Fnv1a64& hash) {
     std::vector<unsigned char> buffer(1 << 16);
     n = std::min(n, file.size() - std::min(offset, file.size()));
     while (n > 0) {
@@ -54,7 +48,7 @@ std::map<std::string, std::string> parse_lines(const std::string& text) {
 
 std::string file_fingerprint(const std::string& path) {
     const InputFile file(path, InputFileRule{"file", UINT64_MAX}, InputErrorKind::kIo);
-    Fnv1a hash;
+    Fnv1a64 hash;
     if (file.size() <= kWholeFileBytes) {
         hash_range(file, 0, file.size(), hash);
     } else {
@@ -65,7 +59,7 @@ std::string file_fingerprint(const std::string& path) {
     }
     char text[64];
     std::snprintf(text, sizeof text, "%llu:%016llx", static_cast<unsigned long long>(file.size()),
-                  static_cast<unsigned long long>(hash.h));
+                  static_cast<unsigned long long>(hash.value));
     return text;
 }
 

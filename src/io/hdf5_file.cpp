@@ -3,10 +3,12 @@
 #include <hdf5.h>
 #include <sys/statvfs.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <mutex>
 
 #include "h2tune/core/error.h"
+#include "h2tune/core/input_file.h"
 
 namespace h2tune {
 
@@ -113,11 +115,8 @@ Hdf5File::Hdf5File(const std::string& path, Mode mode) : path_(path) {
     // HDF5 opens whatever the path names; a FIFO would block the job for ever (and a directory or
     // device gives a misleading "not an HDF5 file"), so only regular files get that far.
     std::error_code ec;
-    const auto status = std::filesystem::status(path, ec);
-    if (!ec && std::filesystem::exists(status) && !std::filesystem::is_regular_file(status))
-        throw IoError(path + ": not a regular file (" +
-                      (std::filesystem::is_directory(status) ? "a directory" : "a FIFO, socket or device") +
-                      "); an HDF5 file must be a regular file");
+    if (std::filesystem::exists(path, ec))
+        check_input_file(path, InputFileRule{"HDF5 file", UINT64_MAX}, InputErrorKind::kIo);
     if (mode == Mode::Create) {
         file_ = Hdf5Id(check(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), "cannot create " + path));
     } else {

@@ -44,8 +44,9 @@ void write_commit(const CheckpointInfo& info);
 // relative path inside the directory ("/etc/passwd", "../x").
 CheckpointInfo parse_commit(const std::string& text, const std::string& dir, const std::string& source);
 // Committed checkpoints under `root` (OUTPUT/checkpoints), newest first. Directories without a
-// readable COMMIT are ignored (a write that never finished).
-std::vector<CheckpointInfo> list_checkpoints(const std::string& root);
+// COMMIT are ignored (a write that never finished); those whose COMMIT does not parse are too,
+// and `unreadable` (if given) receives why, newest first.
+std::vector<CheckpointInfo> list_checkpoints(const std::string& root, std::vector<std::string>* unreadable = nullptr);
 // Empty when every listed file exists with its recorded size and checksum, else the reason.
 std::string verify_checkpoint(const CheckpointInfo& info);
 // Removes all but the newest `keep` committed checkpoints and every uncommitted directory older
