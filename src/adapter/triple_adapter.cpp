@@ -35,6 +35,13 @@ torch::Tensor TripleAdapterImpl::delta(const torch::Tensor& x) {
     return torch::matmul(u, lora_B.t()).mul(scale());
 }
 
+std::vector<torch::Tensor> TripleAdapterImpl::differentiable_tensors() const {
+    std::vector<torch::Tensor> out;
+    for (const torch::Tensor* t : {&lora_A, &lora_B, &middle_})
+        if (t->defined() && t->requires_grad()) out.push_back(*t);
+    return out;
+}
+
 std::pair<torch::Tensor, torch::Tensor> TripleAdapterImpl::peft_factors() const {
     torch::NoGradGuard no_grad;
     torch::Tensor b = lora_B.detach().clone();

@@ -61,36 +61,48 @@ std::string lora_group_signature(const LlamaConfig& c, const std::vector<std::st
     return s.str();
 }
 
-ClientRuntime::ClientRuntime(const JobConfig& job, int client_index, int64_t global_layers, torch::Device device)
+ClientRuntime::ClientRuntime(const JobConfig& job, int client_index, int64_t global_layers, torch::Device device,
+                             BaseModelPool* pool)
     : config_(job.clients.at(static_cast<size_t>(client_index))),
       federation_(job.federation),
       method_(method_spec(job.run.method)),
       device_(device) {
     paths_ = resolve_client_paths(config_);
     seed_ = job.run.seed;
-    load_model();
+    load_model(job.run.share_base_models ? pool : nullptr);
     load_data();
     build_trainer(job, global_layers);
 }
 
 // The tokenizer, the frozen base in its dtype on the device, and the adapters.
-void ClientRuntime::load_model() {
+void ClientRuntime::load_model(BaseModelPool* pool) {
     const std::string key = "client." + std::to_string(config_.index);
     if (!fs::exists(fs::path(paths_.model_dir) / "config.json"))
         throw ModelError(key + ": no pretrained model in '" + paths_.model_dir +
                          "' (expected config.json and model.safetensors; run scripts/pretrain_models.sh "
                          "or set " + key + ".model_dir)");
-    tokenizer_ = BpeTokenizer::from_file(paths_.tokenizer);
+    // FLoRA adds its merged stacks to W0, so its clients cannot share a base.
+    if (method_.lora.merge) pool = nullptr;
+    tokenizer_ = pool ? pool->tokenizer(paths_.tokenizer)
+                      : std::make_shared<const BpeTokenizer>(BpeTokenizer::from_file(paths_.tokenizer));
 
     const torch::Dtype base_dtype = model_dtype_from_name(config_.model_dtype, key + ".model_dtype");
     // LibTorch's CPU kernels lack float16 matmuls (1.13 has no addmm/bmm for Half on the CPU).
     if (base_dtype == torch::kFloat16 && device_.is_cpu())
         throw ConfigError(key + ".model_dtype: float16 needs a CUDA device (this rank computes on the CPU); "
                           "use bfloat16 or float32");
-    LlamaForCausalLM model = load_pretrained(paths_.model_dir, base_dtype);
-    base_model_fingerprint_ = model_fingerprint(paths_.model_dir, paths_.tokenizer);
-    if (model->config().vocab_size < tokenizer_.vocab_size())
-        throw ModelError(key + ": tokenizer " + paths_.tokenizer + " has " + std::to_string(tokenizer_.vocab_size()) +
+    LlamaForCausalLM model{nullptr};
+    if (pool) {
+        PooledModel pooled = pool->model(paths_.model_dir, paths_.tokenizer, base_dtype, device_);
+        model = pooled.model;
+        base_model_fingerprint_ = pooled.fingerprint;
+        shares_base_ = true;
+    } else {
+        model = load_pretrained(paths_.model_dir, base_dtype);
+        base_model_fingerprint_ = model_fingerprint(paths_.model_dir, paths_.tokenizer);
+    }
+    if (model->config().vocab_size < tokenizer_->vocab_size())
+        throw ModelError(key + ": tokenizer " + paths_.tokenizer + " has " + std::to_string(tokenizer_->vocab_size()) +
                          " tokens but the model's vocab_size is " + std::to_string(model->config().vocab_size));
     if (config_.max_seq_len > model->config().max_position_embeddings)
         throw ConfigError(key + ".max_seq_len: " + std::to_string(config_.max_seq_len) +
@@ -107,7 +119,7 @@ void ClientRuntime::load_model() {
         signature_hash.add(lora_signature_.data(), lora_signature_.size());
         init_key = stream_key(seed_, 0xada5, signature_hash.value);
     }
-    model->to(device_);
+    if (!pool) model->to(device_);
     adapted_ = attach_adapters(model, federation_.modules, rank, federation_.alpha, init_key, device_);
     if (lora_ && method_.lora.freeze_A)
         for (auto& a : adapted_.adapters) a->lora_A.set_requires_grad(false);
@@ -160,17 +172,17 @@ void ClientRuntime::load_data() {
         check_label_set(label_names, label_source, train, paths_.train_file);
         check_label_set(label_names, label_source, test, paths_.test_file);
     }
-    labels_ = make_label_set(label_names, tokenizer_);
+    labels_ = make_label_set(label_names, *tokenizer_);
     // The majority rate of exactly the examples evaluated each round (eval_examples may cap them).
     std::vector<Example> evaluated = test;
     if (federation_.eval_examples > 0 && static_cast<size_t>(federation_.eval_examples) < evaluated.size())
         evaluated.resize(static_cast<size_t>(federation_.eval_examples));
     majority_rate_ = h2tune::majority_rate(evaluated);
 
-    auto train_encoded = encode_examples(train, tokenizer_, config_.max_seq_len, paths_.train_file);
-    test_encoded_ = encode_examples(test, tokenizer_, config_.max_seq_len, paths_.test_file);
+    auto train_encoded = encode_examples(train, *tokenizer_, config_.max_seq_len, paths_.train_file);
+    test_encoded_ = encode_examples(test, *tokenizer_, config_.max_seq_len, paths_.test_file);
     for (const auto& e : test) test_references_.push_back(e.output);
-    const int32_t pad = tokenizer_.pad_id() >= 0 ? tokenizer_.pad_id() : tokenizer_.eos_id();
+    const int32_t pad = tokenizer_->pad_id() >= 0 ? tokenizer_->pad_id() : tokenizer_->eos_id();
     loader_ = std::make_unique<DataLoader>(std::move(train_encoded), config_.batch_size, pad, seed_,
                                            static_cast<uint64_t>(config_.index));
 }
@@ -329,8 +341,15 @@ int64_t ClientRuntime::trainable_parameters() const {
     return n;
 }
 
+// A shared base carries whichever client's adapters and forward settings were set last.
+void ClientRuntime::activate() {
+    adapted_.activate();
+    adapted_.model->set_activation_checkpointing(config_.activation_checkpointing);
+}
+
 bool ClientRuntime::train_round(int round, const volatile std::sig_atomic_t* stop) {
     auto t0 = std::chrono::steady_clock::now();
+    activate();
     adapted_.model->train();
     const bool alternate = shared_ && round > 0 && federation_.alternate != "none";
     const auto stopping = [stop] { return stop && *stop != 0; };
@@ -462,7 +481,8 @@ void ClientRuntime::evaluate(ClientRoundMetrics& m) {
     EvalOptions opt;
     opt.generate = federation_.eval_generate;
     opt.limit = federation_.eval_examples;
-    EvalResult r = evaluate_classification(adapted_.model, tokenizer_, test_encoded_, test_references_, labels_, opt);
+    activate();
+    EvalResult r = evaluate_classification(adapted_.model, *tokenizer_, test_encoded_, test_references_, labels_, opt);
     m.test_accuracy = r.accuracy;
     m.test_accuracy_generate = r.accuracy_generate;
     m.eval_seconds = seconds_since(t0);

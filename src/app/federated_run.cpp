@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <memory>
 #include <thread>
 
@@ -87,6 +88,7 @@ public:
 private:
     // start-up
     std::vector<ClientInfo> load_clients();
+    void print_memory_summary(const std::vector<ClientInfo>& infos) const;
     void restore_client(ClientRuntime& client) const;
     void open_metrics(const std::vector<ClientInfo>& infos);
     void create_metrics_file(const std::vector<ClientInfo>& infos);
@@ -117,6 +119,7 @@ private:
     const fs::path out_dir_, metrics_path_;
     const FaultInjection fault_ = FaultInjection::from_environment();
     int64_t global_layers_ = 0;
+    BaseModelPool base_models_;                 // frozen bases shared by this rank's clients
     std::vector<std::unique_ptr<ClientRuntime>> clients_;
     std::unique_ptr<MetricsFile> metrics_;       // rank 0
     std::unique_ptr<FederationServer> server_;  // rank 0 of a federated method
@@ -185,7 +188,8 @@ std::vector<ClientInfo> FederatedRun::load_clients() {
     const torch::Device device = rank_device(comm_);
     std::vector<ClientInfo> infos;
     for (size_t k = static_cast<size_t>(comm_.rank()); k < K_; k += static_cast<size_t>(comm_.size())) {
-        clients_.push_back(std::make_unique<ClientRuntime>(job_, static_cast<int>(k), global_layers_, device));
+        clients_.push_back(
+            std::make_unique<ClientRuntime>(job_, static_cast<int>(k), global_layers_, device, &base_models_));
         ClientRuntime& c = *clients_.back();
         if (raise_hook.active() && raise_hook.client == static_cast<int>(k))
             c.set_step_hook([raise_hook](int round, int64_t step) {
@@ -203,9 +207,40 @@ std::vector<ClientInfo> FederatedRun::load_clients() {
         info.steps_per_round = c.steps_per_round();
         info.host_rank = comm_.rank();
         info.device = device.is_cuda() ? device.index() : -1;
+        info.base_model = c.base_model_fingerprint();
         infos.push_back(info);
     }
+    // How the rank's memory is spent: clients per base copy, and the resident set once loaded.
+    std::map<const void*, int64_t> clients_per_base;
+    for (const auto& c : clients_) ++clients_per_base[c->adapted().model.ptr().get()];
+    const int64_t resident = resident_memory_bytes();
+    for (size_t i = 0; i < infos.size(); ++i) {
+        infos[i].base_model_clients = clients_per_base[clients_[i]->adapted().model.ptr().get()];
+        infos[i].host_resident_bytes = resident;
+    }
     return infos;
+}
+
+// One line: the largest resident set over the ranks once their clients were loaded, with that
+// rank's clients and base-model copies (clients of one base on a rank share one copy).
+void FederatedRun::print_memory_summary(const std::vector<ClientInfo>& infos) const {
+    std::map<int32_t, std::pair<int64_t, double>> per_rank;  // rank -> (clients, base copies)
+    std::map<int32_t, int64_t> resident;
+    for (const auto& info : infos) {
+        auto& [clients, copies] = per_rank[info.host_rank];
+        ++clients;
+        copies += 1.0 / static_cast<double>(std::max<int64_t>(1, info.base_model_clients));
+        resident[info.host_rank] = info.host_resident_bytes;
+    }
+    int32_t largest = -1;
+    for (const auto& [rank, bytes] : resident)
+        if (largest < 0 || bytes > resident[largest]) largest = rank;
+    if (largest < 0 || resident[largest] < 0) return;
+    const auto& [clients, copies] = per_rank[largest];
+    std::printf("h2tune train: resident memory %.0f MiB on rank %d (%lld clients, %lld base model cop%s)%s\n",
+                static_cast<double>(resident[largest]) / (1024.0 * 1024.0), largest, static_cast<long long>(clients),
+                static_cast<long long>(std::llround(copies)), std::llround(copies) == 1 ? "y" : "ies", per_rank.size() > 1 ? ", the largest of the ranks" : "");
+    std::fflush(stdout);
 }
 
 // Rank 0 gathers every client's description; the file is created only now that every rank has
@@ -217,6 +252,7 @@ void FederatedRun::open_metrics(const std::vector<ClientInfo>& infos) {
     for (size_t r = 0; r < parts.size(); ++r)
         for (const auto& info : decode_client_infos(parts[r], "rank " + std::to_string(r), K_))
             all[static_cast<size_t>(info.client)] = info;
+    print_memory_summary(all);
     if (!start_.resume) {
         create_metrics_file(all);
     } else {
@@ -241,7 +277,8 @@ void FederatedRun::create_metrics_file(const std::vector<ClientInfo>& infos) {
                                              kRoundMetrics, start_.force);
     for (const auto& [name, value] : std::vector<std::pair<const char*, std::string>>{
              {"h2tune_version", h2tune_version()}, {"git_sha", git_sha()}, {"torch_version", torch_version()},
-             {"mpi_version", mpi_version()}, {"hdf5_version", hdf5_version()}, {"method", job_.run.method},
+             {"mpi_version", mpi_version()}, {"hdf5_version", hdf5_version()}, {"cpu_model", cpu_model()},
+             {"method", job_.run.method},
              {"job_file", job_.source}})
         metrics_->set_attribute(name, value);
     metrics_->set_attribute("rounds_planned", static_cast<int64_t>(job_.run.rounds));
@@ -262,6 +299,9 @@ void FederatedRun::create_metrics_file(const std::vector<ClientInfo>& infos) {
     std::vector<std::string> names;
     for (const auto& c : job_.clients) names.push_back(c.model + "/" + (c.task.empty() ? c.train_file : c.task));
     metrics_->write_client_names(names);
+    std::vector<std::string> base_models;
+    for (const auto& info : infos) base_models.push_back(info.base_model);
+    metrics_->write_client_strings("base_model", base_models);
     for (const auto& [field, value_of] : client_info_columns()) {
         std::vector<double> column;
         for (const auto& info : infos) column.push_back(value_of(info));

@@ -281,7 +281,9 @@ const std::vector<std::pair<std::string, std::function<double(const ClientInfo&)
         {"test_examples", [](I c) { return static_cast<double>(c.test_examples); }},
         {"steps_per_round", [](I c) { return static_cast<double>(c.steps_per_round); }},
         {"host_rank", [](I c) { return static_cast<double>(c.host_rank); }},
-        {"device", [](I c) { return static_cast<double>(c.device); }}};
+        {"device", [](I c) { return static_cast<double>(c.device); }},
+        {"base_model_clients", [](I c) { return static_cast<double>(c.base_model_clients); }},
+        {"host_resident_bytes", [](I c) { return static_cast<double>(c.host_resident_bytes); }}};
     return columns;
 }
 
@@ -294,6 +296,9 @@ Bytes encode_client_infos(const std::vector<ClientInfo>& infos) {
             w.put<int64_t>(v);
         w.put<int32_t>(c.host_rank);
         w.put<int32_t>(c.device);
+        w.put<int64_t>(c.base_model_clients);
+        w.put<int64_t>(c.host_resident_bytes);
+        w.put_string(c.base_model);
     }
     return std::move(w.buffer());
 }
@@ -310,6 +315,9 @@ std::vector<ClientInfo> decode_client_infos(const Bytes& message, const std::str
             *v = r.get<int64_t>();
         c.host_rank = r.get<int32_t>();
         c.device = r.get<int32_t>();
+        c.base_model_clients = r.get<int64_t>();
+        c.host_resident_bytes = r.get<int64_t>();
+        c.base_model = r.get_string();
         out.push_back(c);
     }
     return out;

@@ -165,6 +165,7 @@ const std::vector<Field<RunConfig>>& run_fields() {
          [](const RunConfig& s) { return std::to_string(s.seed); }},
         string_field("output", &RunConfig::output, false),
         int_field("threads", &RunConfig::threads, 0, 4096),
+        bool_field("share_base_models", &RunConfig::share_base_models),
     };
     return f;
 }
@@ -222,6 +223,7 @@ const std::vector<Field<ClientConfig>>& client_fields() {
         string_field("model", &C::model, false),
         string_field("model_dir", &C::model_dir),
         choice_field("model_dtype", &C::model_dtype, {"float32", "bfloat16", "float16"}),
+        bool_field("activation_checkpointing", &C::activation_checkpointing),
         string_field("tokenizer", &C::tokenizer),
         string_field("task", &C::task),
         string_field("train_file", &C::train_file),

@@ -39,9 +39,13 @@ void MetricsFile::set_attribute(const std::string& name, int64_t value) { open()
 
 void MetricsFile::write_config(const std::string& ini_text) { open().write_string("/config", ini_text); }
 
-void MetricsFile::write_client_names(const std::vector<std::string>& names) {
-    for (size_t k = 0; k < names.size(); ++k)
-        open().set_attribute("/clients", "name_" + std::to_string(k), names[k]);
+void MetricsFile::write_client_names(const std::vector<std::string>& names) { write_client_strings("name", names); }
+
+void MetricsFile::write_client_strings(const std::string& attribute, const std::vector<std::string>& values) {
+    if (static_cast<int64_t>(values.size()) != num_clients_)
+        throw IoError("metrics: /clients " + attribute + "_K needs one value per client");
+    for (size_t k = 0; k < values.size(); ++k)
+        open().set_attribute("/clients", attribute + "_" + std::to_string(k), values[k]);
 }
 
 void MetricsFile::write_client_values(const std::string& field, const std::vector<double>& values) {

@@ -6,6 +6,7 @@
 
 #include "h2tune/core/error.h"
 #include "h2tune/core/shape_text.h"
+#include "h2tune/model/block_checkpoint.h"
 
 namespace h2tune {
 
@@ -26,6 +27,12 @@ constexpr int64_t kMaxCachedPositions = 8192;
 }  // namespace
 
 // ---------------------------------------------------------------- Projection
+
+std::vector<torch::Tensor> ProjectionAdapter::differentiable_tensors() const {
+    throw ModelError("activation checkpointing: this projection adapter does not list the tensors it differentiates "
+                     "(override ProjectionAdapter::differentiable_tensors), so their gradients cannot be routed "
+                     "through a recomputed block; turn activation checkpointing off");
+}
 
 ProjectionImpl::ProjectionImpl(const ProjectionOptions& options_) : options(options_) { reset(); }
 
@@ -297,6 +304,19 @@ torch::Tensor LlamaDecoderLayerImpl::forward(const torch::Tensor& x, const torch
     return h + post_feedforward_layernorm->forward(mlp->forward(pre_feedforward_layernorm->forward(h)));
 }
 
+std::vector<torch::Tensor> LlamaDecoderLayerImpl::differentiable_tensors() const {
+    std::vector<torch::Tensor> out;
+    // The block's own parameters (projections and norms; adapters are not registered submodules,
+    // so none of theirs is listed twice) when they are trained, as in pretraining.
+    for (const torch::Tensor& p : parameters())
+        if (p.requires_grad()) out.push_back(p);
+    for (const Projection& p : {self_attn->q_proj, self_attn->k_proj, self_attn->v_proj, self_attn->o_proj,
+                                mlp->gate_proj, mlp->up_proj, mlp->down_proj})
+        if (p->adapter())
+            for (torch::Tensor& t : p->adapter()->differentiable_tensors()) out.push_back(std::move(t));
+    return out;
+}
+
 // ---------------------------------------------------------------- KV cache
 
 void KvCache::clear() {
@@ -466,9 +486,24 @@ torch::Tensor LlamaModelImpl::forward(const torch::Tensor& input_ids, const torc
                 .to(h.device());
         h = h * normalizer;
     }
+    // Checkpointing needs a graph being recorded and no cache (the blocks would append to it twice).
+    // Whether anything in a block requires grad is checkpoint_block's test; it runs the block
+    // plainly otherwise. Base parameters that require grad are among the block's differentiable
+    // tensors, so pretraining with checkpointing gets the same gradients too.
+    const bool checkpoint = activation_checkpointing_ && !use_cache && torch::GradMode::is_enabled();
     for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
         const auto li = static_cast<size_t>(i);
         const torch::Tensor& mask = window_hides && config.layer_slides(i) ? window_mask : full_mask;
+        if (checkpoint) {
+            const std::shared_ptr<LlamaDecoderLayerImpl> block = layer(i).ptr();
+            CheckpointedBlock checkpointed;
+            checkpointed.run = [block](const torch::Tensor& x, const std::vector<torch::Tensor>& c) {
+                return block->forward(x, c[0], c[1], c[2]);
+            };
+            checkpointed.differentiable_tensors = [block] { return block->differentiable_tensors(); };
+            h = checkpoint_block(checkpointed, h, {cos_t, sin_t, mask});
+            continue;
+        }
         h = layer(i)->forward(h, cos_t, sin_t, mask, use_cache ? &cache->keys[li] : nullptr,
                               use_cache ? &cache->values[li] : nullptr);
     }

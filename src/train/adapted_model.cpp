@@ -23,6 +23,14 @@ std::vector<torch::Tensor> AdaptedModel::adapter_parameters() const {
     return out;
 }
 
+void AdaptedModel::activate() const {
+    for (auto& [name, projection] : model->projections()) projection->set_adapter(nullptr);
+    for (size_t i = 0; i < adapters.size(); ++i) {
+        Projection projection = projections[i];  // a handle; the const member's would be read-only
+        projection->set_adapter(adapters[i].ptr());
+    }
+}
+
 std::map<std::string, torch::Tensor> AdaptedModel::peft_state() const {
     std::map<std::string, torch::Tensor> out;
     for (size_t i = 0; i < adapters.size(); ++i) {
@@ -55,6 +63,7 @@ AdaptedModel attach_adapters(LlamaForCausalLM model, const std::vector<std::stri
             out.module_types.push_back(types[m]);
             out.layers.push_back(layer);
             out.adapters.push_back(adapter);
+            out.projections.push_back(proj);
         }
     }
     if (out.adapters.empty()) throw ConfigError("no adapters attached: the module list selects no projection");

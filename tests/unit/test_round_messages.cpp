@@ -279,11 +279,17 @@ TEST(RoundMessages, StartOfRunMessagesRoundTrip) {
     info.rank = 8;
     info.steps_per_round = 40;
     info.device = -1;
-    const auto infos = decode_client_infos(encode_client_infos({info}), "rank 1", 2);
-    ASSERT_EQ(infos.size(), 1u);
+    info.base_model_clients = 3;
+    info.host_resident_bytes = 123456789;
+    info.base_model = "model.safetensors 3678664:57b63fda47b71314\nconfig.json 10:1\n";
+    const auto infos = decode_client_infos(encode_client_infos({info, info}), "rank 1", 2);
+    ASSERT_EQ(infos.size(), 2u);
     EXPECT_DOUBLE_EQ(infos[0].majority_rate, 0.75);
     EXPECT_EQ(infos[0].steps_per_round, 40);
-    ASSERT_EQ(client_info_columns().size(), 9u);
+    EXPECT_EQ(infos[1].base_model_clients, 3);
+    EXPECT_EQ(infos[1].host_resident_bytes, 123456789);
+    EXPECT_EQ(infos[1].base_model, info.base_model);
+    ASSERT_EQ(client_info_columns().size(), 11u);
     EXPECT_EQ(client_info_columns().front().first, "majority_rate");
     EXPECT_DOUBLE_EQ(client_info_columns()[1].second(infos[0]), 8.0);
 

@@ -10,6 +10,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <utility>
+#include <vector>
 
 #include <torch/arg.h>
 #include <torch/nn/cloneable.h>
@@ -35,6 +37,9 @@ public:
 
     void reset() override;  // registers lora_A (Kaiming-uniform, a = sqrt(5)) and lora_B (zeros)
     torch::Tensor delta(const torch::Tensor& x) override;
+    // lora_A, lora_B and the middle matrix, those defined and requiring grad (for activation
+    // checkpointing: the middle is usually computed outside the block, from shared parameters).
+    std::vector<torch::Tensor> differentiable_tensors() const override;
 
     // T (r x r) used by the following forwards; an undefined tensor means T = 0 (plain LoRA).
     // Gradients flow into whatever T was computed from.

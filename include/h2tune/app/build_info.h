@@ -10,5 +10,6 @@ std::string git_sha();
 std::string torch_version();
 std::string mpi_version();   // library version string of the MPI implementation
 std::string hdf5_version();
+std::string cpu_model();     // the CPU's model name (/proc/cpuinfo), "unknown" where not available
 
 }  // namespace h2tune

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "h2tune/app/base_model_pool.h"
 #include "h2tune/core/job_config.h"
 #include "h2tune/core/methods.h"
 #include "h2tune/data/loader.h"
@@ -58,8 +59,11 @@ class ClientRuntime {
 public:
     // `global_layers` is L_g (used by the h2tune methods; ignored by local). The model, adapters
     // and shared parameters live on `device`; everything the client hands out is on the CPU.
+    // With a `pool` (and run.share_base_models), the frozen base and the tokenizer come from it
+    // and are shared with the rank's other clients of the same files — except for methods that
+    // change the base (FLoRA merges into W0), whose clients always load their own.
     ClientRuntime(const JobConfig& job, int client_index, int64_t global_layers = 0,
-                  torch::Device device = torch::kCPU);
+                  torch::Device device = torch::kCPU, BaseModelPool* pool = nullptr);
 
     bool shares_middle() const { return shared_ != nullptr; }
     const SharedMiddle* shared() const { return shared_.get(); }
@@ -111,7 +115,12 @@ public:
     int64_t rank() const { return adapted_.rank; }
     int64_t num_layers() const { return adapted_.model->num_layers(); }
     int64_t trainable_parameters() const;
-    AdaptedModel& adapted() { return adapted_; }
+    // The client's model with its own adapters attached (activated: the base may be shared).
+    AdaptedModel& adapted() {
+        adapted_.activate();
+        return adapted_;
+    }
+    bool shares_base_model() const { return shares_base_; }
     const std::string& model_dir() const { return paths_.model_dir; }
     // The base model's files as loaded (io/file_fingerprint.h): checkpoints record it so that a
     // resume on replaced weights is refused.
@@ -126,7 +135,8 @@ public:
     void load_state(const std::map<std::string, torch::Tensor>& state);
 
 private:
-    void load_model();
+    void load_model(BaseModelPool* pool);
+    void activate();  // this client's adapters and forward settings on the (possibly shared) model
     void load_data();
     void build_trainer(const JobConfig& job, int64_t global_layers);
     void receive_slices(const torch::Tensor& slices);
@@ -137,7 +147,8 @@ private:
     FederationConfig federation_;
     ClientPaths paths_;
     std::string base_model_fingerprint_;
-    BpeTokenizer tokenizer_;
+    std::shared_ptr<const BpeTokenizer> tokenizer_;
+    bool shares_base_ = false;                    // the base came from a BaseModelPool
     AdaptedModel adapted_;
     std::unique_ptr<DataLoader> loader_;
     std::vector<EncodedExample> test_encoded_;

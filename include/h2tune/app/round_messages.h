@@ -108,6 +108,9 @@ struct ClientInfo {
     int64_t steps_per_round = 0;
     int32_t host_rank = 0;
     int32_t device = -1;  // CUDA device index, -1 = CPU
+    int64_t base_model_clients = 1;    // clients of the host rank holding this client's base in one copy (itself included)
+    int64_t host_resident_bytes = -1;  // the host rank's resident memory once its clients were loaded (-1 unknown)
+    std::string base_model;            // the base model's fingerprint (io/file_fingerprint.h): which weights these are
 };
 // The /clients datasets, in the order metrics.h5 has always written them.
 const std::vector<std::pair<std::string, std::function<double(const ClientInfo&)>>>& client_info_columns();

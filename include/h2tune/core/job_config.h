@@ -25,6 +25,9 @@ struct RunConfig {
     uint64_t seed = 1234;
     std::string output = "runs/default";
     int threads = 0;  // per-rank intra-op threads; 0 = cores on the node / ranks on the node
+    // Clients on one rank that name the same model files, dtype and device share one frozen base in
+    // memory (false: each client loads its own copy; results are the same either way).
+    bool share_base_models = true;
 };
 
 struct FederationConfig {
@@ -58,6 +61,7 @@ struct ClientConfig {
     std::string model = "h2-tiny";     // a built-in size or a directory with config.json
     std::string model_dir;             // pretrained weights; empty = data/models/<model>
     std::string model_dtype = "float32";  // storage/compute dtype of the frozen base: float32 | bfloat16 | float16
+    bool activation_checkpointing = false;  // recompute each decoder block's activations in the backward
     std::string tokenizer;             // tokenizer.json; empty = <model_dir>/tokenizer.json
     std::string task;                  // built-in task name (data/tasks/<task>/) or empty
     std::string train_file;            // JSONL; default data/tasks/<task>/train.jsonl

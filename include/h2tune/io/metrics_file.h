@@ -30,7 +30,9 @@ public:
     void set_attribute(const std::string& name, double value);
     void set_attribute(const std::string& name, int64_t value);
     void write_config(const std::string& ini_text);
-    void write_client_names(const std::vector<std::string>& names);
+    void write_client_names(const std::vector<std::string>& names);  // /clients attributes name_K
+    // /clients attributes <attribute>_K, one string per client.
+    void write_client_strings(const std::string& attribute, const std::vector<std::string>& values);
     void write_client_values(const std::string& field, const std::vector<double>& values);
 
     // Appends one round: every client metric ([K] values) and every round metric, then flushes and

@@ -161,6 +161,11 @@ public:
     torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                           const torch::Tensor& mask, torch::Tensor* cache_k = nullptr,
                           torch::Tensor* cache_v = nullptr);
+    // Every tensor requiring grad that forward reads besides x: the block's own parameters that
+    // require grad (a base being trained, e.g. pretraining) and what the adapters of its 7
+    // projections list (ProjectionAdapter::differentiable_tensors; throws ModelError for an
+    // adapter that does not list them). What activation checkpointing passes to autograd.
+    std::vector<torch::Tensor> differentiable_tensors() const;
 
     LlamaConfig config;
     ParameterInit init;
@@ -214,12 +219,23 @@ public:
     // ModuleList's contents and would leave such a copy pointing at the wrong modules.)
     LlamaDecoderLayer layer(int64_t i) const;
 
+    // Activation checkpointing (default off): when on, a forward that records a graph (grad mode
+    // on, no KV cache, something in the block or its input requiring grad) keeps only each decoder
+    // block's input and recomputes the block's activations in the backward (block_checkpoint.h):
+    // less memory for one more forward per step; the same loss and gradients. Otherwise, and in
+    // evaluation, the blocks run plainly. Copied by clone().
+    void set_activation_checkpointing(bool on) { activation_checkpointing_ = on; }
+    bool activation_checkpointing() const { return activation_checkpointing_; }
+
     LlamaConfig config;
     ParameterInit init;
     TokenEmbedding embed_tokens{nullptr};
     torch::nn::ModuleList layers{nullptr};
     RMSNorm norm{nullptr};
     RotaryEmbedding rotary_emb{nullptr};        // buffers only; no parameters
+
+private:
+    bool activation_checkpointing_ = false;
 };
 TORCH_MODULE(LlamaModel);
 
@@ -255,6 +271,10 @@ public:
     std::vector<std::pair<std::string, Projection>> projections() const;
     // One projection; `module` is one of llama_projection_names() ("q_proj", ...).
     Projection projection(int64_t layer, const std::string& module) const;
+
+    // LlamaModelImpl::set_activation_checkpointing of `model`.
+    void set_activation_checkpointing(bool on) { model->set_activation_checkpointing(on); }
+    bool activation_checkpointing() const { return model->activation_checkpointing(); }
 
     const LlamaConfig& config() const { return config_; }
     int64_t num_layers() const { return config_.num_hidden_layers; }

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <ostream>
+#include <vector>
 
 #include <torch/arg.h>
 #include <torch/nn/cloneable.h>
@@ -22,6 +23,12 @@ namespace h2tune {
 struct ProjectionAdapter {
     virtual ~ProjectionAdapter() = default;
     virtual torch::Tensor delta(const torch::Tensor& x) = 0;
+    // Every tensor delta() reads that may require grad (its parameters, a middle matrix computed
+    // elsewhere), for activation checkpointing (block_checkpoint.h), which must pass them to autograd
+    // explicitly or they get no gradient. The default throws ModelError: an adapter that does not
+    // say what it differentiates cannot be checkpointed (silently missing gradients otherwise); one
+    // with nothing trainable returns {}.
+    virtual std::vector<torch::Tensor> differentiable_tensors() const;
 };
 
 struct ProjectionOptions {

@@ -17,10 +17,15 @@ struct AdaptedModel {
     std::vector<std::string> module_types;   // short module type per adapter ("q", ..., "down")
     std::vector<int64_t> layers;             // layer index per adapter
     std::vector<TripleAdapter> adapters;     // same order as names
+    std::vector<Projection> projections;     // where each adapter attaches, same order
     int64_t rank = 0;
     double alpha = 0;
 
     std::vector<torch::Tensor> adapter_parameters() const;  // every lora_A and lora_B
+    // Attaches these adapters to their projections and detaches every other adapter from the
+    // model. A base model shared by several clients (app/base_model_pool.h) carries the adapters
+    // of the client that attached or activated last; each client activates its own before use.
+    void activate() const;
     // PEFT-style tensors: "<projection>.lora_A.weight" [r, d_in], "<projection>.lora_B.weight"
     // [d_out, r] with B' = s B (T + I) folded in so that the file is a plain LoRA adapter.
     std::map<std::string, torch::Tensor> peft_state() const;
