@@ -388,8 +388,20 @@ bool ClientRuntime::train_round(int round, const volatile std::sig_atomic_t* sto
         p.steps_done = steps_per_round_;
     }
     trainer_->fix_middles();
+    release_gradients();
     p.train_seconds += seconds_since(t0);
     return round_trained();
+}
+
+// Between a client's turns its gradients are dead weight (every step starts from zero): freeing
+// them keeps a rank of many clients from holding one gradient copy of every adapter. A step then
+// allocates fresh ones; 0 + g and g are the same numbers, so results do not change.
+void ClientRuntime::release_gradients() {
+    std::vector<torch::Tensor> params = adapted_.adapter_parameters();
+    if (shared_)
+        for (const auto& p : shared_->parameters()) params.push_back(p);
+    for (auto& p : params)
+        if (p.grad().defined()) p.mutable_grad().reset();
 }
 
 ClientRoundMetrics ClientRuntime::round_metrics() const {

@@ -3,6 +3,9 @@
 #include <cmath>
 
 #include <torch/torch.h>
+#include <torch/version.h>
+
+#include <limits>
 
 #include "h2tune/core/error.h"
 #include "h2tune/core/shape_text.h"
@@ -171,6 +174,16 @@ std::pair<torch::Tensor, torch::Tensor> RotaryEmbeddingImpl::forward(const torch
 
 // ---------------------------------------------------------------- attention
 
+// scaled_dot_product_attention takes an explicit scale from LibTorch 2.1 on (Gemma's
+// query_pre_attn_scalar needs it); 2.0's would be usable only at head_dim^-1/2.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
+#define H2TUNE_HAS_SDPA 1
+#else
+#define H2TUNE_HAS_SDPA 0
+#endif
+
+bool fused_attention_available() { return H2TUNE_HAS_SDPA != 0; }
+
 torch::Tensor llama_group_mask(const torch::Tensor& mask, int64_t num_key_value_heads, int64_t groups) {
     // mask [Bm, 1, T, S] with Bm = B or 1.
     const int64_t bm = mask.size(0), t = mask.size(2), s = mask.size(3);
@@ -231,6 +244,27 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::T
     const torch::Tensor grouped =
         !mask.defined() ? torch::Tensor() : (mask.dim() == 3 ? mask : llama_group_mask(mask, kv_heads, groups));
 
+#if H2TUNE_HAS_SDPA
+    if (fused && cap <= 0.0) {
+        // The grouped layout as 4-d tensors: each key/value head's G query heads stacked along the
+        // rows, [B, KV, G*T, D] against [B, KV, S, D] keys and values, so K and V are not repeated
+        // per query head; the additive mask [B or 1, KV or 1, G*T, S] in the query's dtype (float16
+        // would turn kMaskValue into -inf and a fully masked padding row into NaN: clamp it).
+        const torch::Tensor q4 = q3.view({b, kv_heads, groups * t, d});
+        const torch::Tensor k4 = k.reshape({b, kv_heads, s, d}), v4 = v.reshape({b, kv_heads, s, d});
+        c10::optional<torch::Tensor> mask4;
+        if (grouped.defined()) {
+            const bool per_row = grouped.size(0) != 1;
+            torch::Tensor m = grouped.view({per_row ? b : 1, per_row ? kv_heads : 1, groups * t, s});
+            if (q4.scalar_type() == torch::kFloat16)
+                m = m.clamp_min(static_cast<double>(std::numeric_limits<c10::Half>::lowest()));
+            mask4 = m.scalar_type() == q4.scalar_type() ? m : m.to(q4.scalar_type());
+        }
+        const torch::Tensor attended = at::scaled_dot_product_attention(q4, k4, v4, mask4, /*dropout_p=*/0.0,
+                                                                         /*is_causal=*/false, scale);
+        return o_proj->forward(attended.view({b, kv_heads, groups, t, d}).permute({0, 3, 1, 2, 4}).reshape({b, t, heads * d}));
+    }
+#endif
     torch::Tensor scores;
     if (is_float32(q3) && cap <= 0.0) {
         // One kernel: mask + scale * q k^T.
@@ -374,6 +408,10 @@ void LlamaModelImpl::reset_parameters() {
             if (n) n->weight.fill_(norm_init);
     }
     norm->weight.fill_(norm_init);
+}
+
+void LlamaModelImpl::set_fused_attention(bool on) {
+    for (int64_t i = 0; i < config.num_hidden_layers; ++i) layer(i)->self_attn->fused = on && fused_attention_available();
 }
 
 LlamaDecoderLayer LlamaModelImpl::layer(int64_t i) const {

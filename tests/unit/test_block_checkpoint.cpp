@@ -21,7 +21,6 @@
 
 #include "h2tune/adapter/triple_adapter.h"
 #include "h2tune/core/error.h"
-#include "h2tune/core/job_config.h"
 #include "h2tune/model/block_checkpoint.h"
 #include "h2tune/model/llama.h"
 #include "h2tune/model/llama_config.h"
@@ -400,29 +399,4 @@ TEST(BlockCheckpoint, GenericBlockWithConstants) {
     const auto ckpt = torch::autograd::grad({ckpt_out.sum()}, {x0, w});
     EXPECT_TRUE(torch::equal(plain[0], ckpt[0]));
     EXPECT_TRUE(torch::equal(plain[1], ckpt[1]));  // w listed twice, its gradient counted once
-}
-
-TEST(BlockCheckpoint, JobConfigKey) {
-    const std::string job = R"([run]
-name = t
-[clients]
-activation_checkpointing = true
-[client.0]
-task = spam
-[client.1]
-task = spam
-activation_checkpointing = off
-)";
-    const JobConfig cfg = parse_job_config(job, "job.ini");
-    ASSERT_EQ(cfg.clients.size(), 2u);
-    EXPECT_TRUE(cfg.clients[0].activation_checkpointing);
-    EXPECT_FALSE(cfg.clients[1].activation_checkpointing);
-    EXPECT_EQ(cfg.resolved.at("client.0.activation_checkpointing"), "true");
-    EXPECT_FALSE(parse_job_config("[client.0]\ntask = spam\n", "job.ini").clients[0].activation_checkpointing);
-    try {
-        parse_job_config(job, "job.ini", {{"client.1.activation_checkpointing", "maybe"}});
-        FAIL() << "expected ConfigError";
-    } catch (const ConfigError& e) {
-        EXPECT_NE(std::string(e.what()).find("activation_checkpointing"), std::string::npos) << e.what();
-    }
 }

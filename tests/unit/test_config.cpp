@@ -237,3 +237,31 @@ TEST(JobConfig, RefusesJobFilesThatAreNotRegularFiles) {
         EXPECT_NE(std::string(e.what()).find("/dev/zero: not a regular file"), std::string::npos) << e.what();
     }
 }
+
+TEST(JobConfig, ActivationCheckpointingAndSharedBasesKeys) {
+    const std::string job = R"([run]
+name = t
+[clients]
+activation_checkpointing = true
+[client.0]
+task = spam
+[client.1]
+task = spam
+activation_checkpointing = off
+)";
+    const JobConfig cfg = parse_job_config(job, "job.ini");
+    ASSERT_EQ(cfg.clients.size(), 2u);
+    EXPECT_TRUE(cfg.clients[0].activation_checkpointing);
+    EXPECT_FALSE(cfg.clients[1].activation_checkpointing);
+    EXPECT_EQ(cfg.resolved.at("client.0.activation_checkpointing"), "true");
+    EXPECT_FALSE(parse_job_config("[client.0]\ntask = spam\n", "job.ini").clients[0].activation_checkpointing);
+    try {
+        parse_job_config(job, "job.ini", {{"client.1.activation_checkpointing", "maybe"}});
+        FAIL() << "expected ConfigError";
+    } catch (const ConfigError& e) {
+        EXPECT_NE(std::string(e.what()).find("activation_checkpointing"), std::string::npos) << e.what();
+    }
+    EXPECT_TRUE(cfg.run.share_base_models);
+    EXPECT_FALSE(parse_job_config(job, "job.ini", {{"run.share_base_models", "false"}}).run.share_base_models);
+    EXPECT_EQ(cfg.resolved.at("run.share_base_models"), "true");
+}

@@ -553,6 +553,42 @@ TEST(Llama, PaddingLeftOrRightGivesTheUnpaddedLogits) {
     EXPECT_LT(max_diff(m->forward(ids, mask, pos), out), 1e-6);
 }
 
+// LibTorch >= 2.1 builds compute attention with scaled_dot_product_attention by default; it must
+// give the written-out path's log-probabilities (float32, 1e-5) with grouped heads, left and right
+// padding, a sliding window and the KV cache. On LibTorch 1.13 there is only the written-out path.
+TEST(Llama, FusedAttentionMatchesTheWrittenOutPath) {
+    if (!fused_attention_available()) GTEST_SKIP() << "this LibTorch has no scaled_dot_product_attention with a scale";
+    for (const bool window : {false, true}) {
+        LlamaConfig c = small_config();
+        if (window) c.sliding_window = 3;
+        torch::manual_seed(11);
+        LlamaForCausalLM m(c);
+        m->eval();
+        torch::NoGradGuard no_grad;
+        torch::Tensor ids = random_ids(3, 9);
+        torch::Tensor mask = torch::ones({3, 9}, torch::kLong);
+        mask[0].slice(0, 6).fill_(0);  // right padding
+        mask[1].slice(0, 0, 4).fill_(0);  // left padding
+        auto log_probs = [&](bool fused) {
+            m->model->set_fused_attention(fused);
+            return torch::log_softmax(m->forward(ids, mask), -1);
+        };
+        const torch::Tensor eager = log_probs(false), fused = log_probs(true);
+        EXPECT_FALSE(torch::isnan(fused).any().item<bool>());
+        EXPECT_LT(max_diff(eager, fused), 1e-5) << "sliding window " << window;
+        EXPECT_TRUE(m->model->layer(1)->self_attn->fused);
+
+        KvCache cache;
+        m->model->set_fused_attention(true);
+        const torch::Tensor first = m->forward_with_cache(ids.slice(1, 0, 5), mask.slice(1, 0, 5), {}, &cache);
+        const torch::Tensor rest = m->forward_with_cache(ids.slice(1, 5), mask, {}, &cache);
+        // Compared at real tokens (a padding position's output is whatever it attended to).
+        const torch::Tensor real = mask.to(torch::kBool).unsqueeze(-1);
+        const torch::Tensor cached = torch::log_softmax(torch::cat({first, rest}, 1), -1);
+        EXPECT_LT(max_diff(cached.masked_fill(~real, 0), eager.masked_fill(~real, 0)), 1e-5);
+    }
+}
+
 TEST(Llama, KvCacheMatchesFullForward) {
     LlamaForCausalLM m = small_model(false);
     torch::NoGradGuard no_grad;

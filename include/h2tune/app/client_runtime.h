@@ -136,6 +136,7 @@ public:
 
 private:
     void load_model(BaseModelPool* pool);
+    void release_gradients();  // after a round: a client's gradients need not stay resident
     void activate();  // this client's adapters and forward settings on the (possibly shared) model
     void load_data();
     void build_trainer(const JobConfig& job, int64_t global_layers);

@@ -112,6 +112,10 @@ TORCH_MODULE(RotaryEmbedding);
 // one batched matmul serves the group without copying K and V per head (no repeat_kv).
 torch::Tensor llama_group_mask(const torch::Tensor& mask, int64_t num_key_value_heads, int64_t groups);
 
+// Whether this build's LibTorch has scaled_dot_product_attention with an explicit scale (>= 2.1);
+// LibTorch 1.13 does not, and attention is then always the written-out path.
+bool fused_attention_available();
+
 // Multi-head attention with grouped key/value heads (num_key_value_heads <= num_attention_heads),
 // scores scaled by head_dim^-1/2 (Gemma 2: query_pre_attn_scalar^-1/2) and soft-capped when the
 // config says so. Sliding-window layers get their window through the mask the model passes.
@@ -133,6 +137,10 @@ public:
     LlamaConfig config;
     ParameterInit init;
     Projection q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+    // Scores through LibTorch's scaled_dot_product_attention (flash / memory-efficient kernels on
+    // GPUs) where this build has it (fused_attention_available()) and the config allows it (no
+    // soft-capping); the written-out path otherwise. The same function either way.
+    bool fused = fused_attention_available();
 };
 TORCH_MODULE(LlamaAttention);
 
@@ -226,6 +234,9 @@ public:
     // evaluation, the blocks run plainly. Copied by clone().
     void set_activation_checkpointing(bool on) { activation_checkpointing_ = on; }
     bool activation_checkpointing() const { return activation_checkpointing_; }
+    // Fused attention in every layer (LlamaAttentionImpl::fused); `on` is ignored where the build
+    // lacks it. Default: on where available.
+    void set_fused_attention(bool on);
 
     LlamaConfig config;
     ParameterInit init;
