@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "h2tune/app/build_info.h"
+#include "h2tune/comm/nccl_communicator.h"
 #include "h2tune/app/cmd_export.h"
 #include "h2tune/core/error.h"
 
@@ -31,7 +32,8 @@ void print_version() {
     std::cout << "h2tune " << h2tune_version() << " (git " << git_sha() << ")\n"
               << "LibTorch " << torch_version() << "\n"
               << "MPI " << mpi_version() << "\n"
-              << "HDF5 " << hdf5_version() << "\n";
+              << "HDF5 " << hdf5_version() << "\n"
+              << "NCCL for multi-GPU clients: " << (nccl_available() ? "yes" : "no (groups sum over MPI)") << "\n";
 }
 
 }  // namespace

@@ -347,12 +347,18 @@ void ClientRuntime::activate() {
     adapted_.model->set_activation_checkpointing(config_.activation_checkpointing);
 }
 
+void ClientRuntime::set_data_parallel(std::unique_ptr<GradientSync> sync, int member, int members) {
+    sync_ = std::move(sync);
+    trainer_->set_data_parallel(sync_.get(), member, members);
+}
+
 bool ClientRuntime::train_round(int round, const volatile std::sig_atomic_t* stop) {
     auto t0 = std::chrono::steady_clock::now();
     activate();
     adapted_.model->train();
     const bool alternate = shared_ && round > 0 && federation_.alternate != "none";
-    const auto stopping = [stop] { return stop && *stop != 0; };
+    // In a group the members decide together (the flag rides with the gradients).
+    const auto stopping = [this, stop] { return sync_ ? sync_->stop_requested() : stop && *stop != 0; };
     RoundProgress& p = progress_;
     if (!alternate || federation_.alternate == "step") {
         while (p.steps_done < steps_per_round_) {

@@ -16,9 +16,11 @@
 #include "h2tune/app/build_info.h"
 #include "h2tune/app/checkpoint.h"
 #include "h2tune/app/cli.h"
+#include "h2tune/app/client_placement.h"
 #include "h2tune/app/client_runtime.h"
 #include "h2tune/app/fault_injection.h"
 #include "h2tune/app/federation_server.h"
+#include "h2tune/app/group_gradient_sync.h"
 #include "h2tune/app/round_messages.h"
 #include "h2tune/app/stop_signal.h"
 #include "h2tune/core/error.h"
@@ -87,6 +89,7 @@ public:
 
 private:
     // start-up
+    void form_rank_groups();
     std::vector<ClientInfo> load_clients();
     void print_memory_summary(const std::vector<ClientInfo>& infos) const;
     void restore_client(ClientRuntime& client) const;
@@ -119,8 +122,13 @@ private:
     const fs::path out_dir_, metrics_path_;
     const FaultInjection fault_ = FaultInjection::from_environment();
     int64_t global_layers_ = 0;
+    const std::vector<RankGroup> placement_;    // every client's ranks
+    std::unique_ptr<Communicator> group_;        // this rank's client group (clients over several ranks)
     BaseModelPool base_models_;                 // frozen bases shared by this rank's clients
+    // The clients this rank leads: it trains, evaluates, uploads and checkpoints them. A follower
+    // rank of a client's group leads none; it holds `replica_`, trained in step with the leader's.
     std::vector<std::unique_ptr<ClientRuntime>> clients_;
+    std::unique_ptr<ClientRuntime> replica_;
     std::unique_ptr<MetricsFile> metrics_;       // rank 0
     std::unique_ptr<FederationServer> server_;  // rank 0 of a federated method
     std::vector<int> lora_groups_;               // LoRA baselines: every client's group (-1: alone)
@@ -138,10 +146,12 @@ FederatedRun::FederatedRun(const JobConfig& job, const RunStart& start, Communic
       K_(job.clients.size()),
       out_dir_(job.run.output),
       metrics_path_(out_dir_ / "metrics.h5"),
+      placement_(place_clients(job, comm.size())),
       stale_reports_(static_cast<size_t>(comm.size()), 0) {}
 
 int FederatedRun::run() {
     if (method_.family == MethodFamily::kH2Tune) global_layers_ = resolve_global_layers(job_);
+    form_rank_groups();
     open_metrics(load_clients());
     if (method_.family == MethodFamily::kLoraBaseline) configure_lora_groups();
     if (method_.family == MethodFamily::kH2Tune) configure_h2tune_bank();
@@ -182,20 +192,48 @@ void FederatedRun::restore_client(ClientRuntime& c) const {
     c.load_state(state);
 }
 
-// Builds this rank's clients (restored from the checkpoint on resume) and describes them.
+// Clients over several ranks: one communicator per client's group (collective over all ranks),
+// and rank 0 says where they are.
+void FederatedRun::form_rank_groups() {
+    if (!has_rank_groups(placement_)) return;
+    int mine = -1;
+    for (size_t k = 0; k < K_; ++k)
+        if (placement_[k].contains(comm_.rank())) mine = static_cast<int>(k);
+    group_ = comm_.split(mine);
+    if (!root_) return;
+    std::string groups;
+    for (size_t k = 0; k < K_; ++k)
+        if (placement_[k].size > 1)
+            groups += (groups.empty() ? "" : ", ") + ("client " + std::to_string(k) + " on ranks " +
+                                                      std::to_string(placement_[k].first) + "-" +
+                                                      std::to_string(placement_[k].first + placement_[k].size - 1));
+    std::printf("h2tune train: data-parallel clients (gradients summed every step: NCCL on GPUs when built with it, "
+                "else MPI): %s\n", groups.c_str());
+    std::fflush(stdout);
+}
+
+// Builds this rank's clients (restored from the checkpoint on resume) and describes the ones it
+// leads; a follower builds its group's client as the replica.
 std::vector<ClientInfo> FederatedRun::load_clients() {
     const RaiseSignalHook raise_hook = RaiseSignalHook::from_environment();
     const torch::Device device = rank_device(comm_);
     std::vector<ClientInfo> infos;
-    for (size_t k = static_cast<size_t>(comm_.rank()); k < K_; k += static_cast<size_t>(comm_.size())) {
-        clients_.push_back(
-            std::make_unique<ClientRuntime>(job_, static_cast<int>(k), global_layers_, device, &base_models_));
-        ClientRuntime& c = *clients_.back();
+    for (size_t k = 0; k < K_; ++k) {
+        const RankGroup& where = placement_[k];
+        if (!where.contains(comm_.rank())) continue;
+        auto runtime = std::make_unique<ClientRuntime>(job_, static_cast<int>(k), global_layers_, device, &base_models_);
+        ClientRuntime& c = *runtime;
+        if (where.size > 1)
+            c.set_data_parallel(std::make_unique<GroupGradientSync>(*group_, stop_flag(), device),
+                                comm_.rank() - where.first, where.size);
+        if (comm_.rank() == where.first) clients_.push_back(std::move(runtime));
+        else replica_ = std::move(runtime);
         if (raise_hook.active() && raise_hook.client == static_cast<int>(k))
             c.set_step_hook([raise_hook](int round, int64_t step) {
                 if (round == raise_hook.round && step == raise_hook.step) std::raise(raise_hook.signal);
             });
-        if (start_.resume) restore_client(c);
+        if (start_.resume) restore_client(c);  // a follower from its leader's file
+        if (comm_.rank() != where.first) continue;
         ClientInfo info;
         info.client = static_cast<int32_t>(k);
         info.majority_rate = c.majority_rate();
@@ -206,6 +244,7 @@ std::vector<ClientInfo> FederatedRun::load_clients() {
         info.test_examples = c.test_size();
         info.steps_per_round = c.steps_per_round();
         info.host_rank = comm_.rank();
+        info.group_ranks = where.size;
         info.device = device.is_cuda() ? device.index() : -1;
         info.base_model = c.base_model_fingerprint();
         infos.push_back(info);
@@ -380,6 +419,7 @@ int FederatedRun::run_round(int round) {
     const std::vector<bool> participating = sample_participants(job_, round);
     if (!continuing) {
         for (auto& client : clients_) client->begin_round();
+        if (replica_) replica_->begin_round();
         if (method_.family != MethodFamily::kLocal) deliver(round, participating);
     }
     const bool interrupted = train(round, participating);
@@ -410,8 +450,9 @@ void FederatedRun::deliver(int round, const std::vector<bool>& participating) {
         for (size_t k = 0; k < K_; ++k) {
             DownloadRecord d;
             d.client = static_cast<int32_t>(k);
-            if (participating[k] && server_->download_for(k, d))
-                per_rank[k % static_cast<size_t>(comm_.size())].push_back(std::move(d));
+            if (participating[k] && server_->download_for(k, d))  // to every rank of the client's group
+                for (int r = placement_[k].first; r < placement_[k].first + placement_[k].size; ++r)
+                    per_rank[static_cast<size_t>(r)].push_back(d);
         }
         for (int r = 1; r < comm_.size(); ++r)
             comm_.post(encode_download(method_.family, per_rank[static_cast<size_t>(r)]), r, kTagDownload);
@@ -422,6 +463,7 @@ void FederatedRun::deliver(int round, const std::vector<bool>& participating) {
     const auto hosted = [this](int k) -> ClientRuntime& {
         for (auto& c : clients_)
             if (c->config().index == k) return *c;
+        if (replica_ && replica_->config().index == k) return *replica_;
         throw MessageError("download for client " + std::to_string(k) + " reached rank " +
                            std::to_string(comm_.rank()) + ", which does not host it");
     };
@@ -442,7 +484,10 @@ void FederatedRun::deliver(int round, const std::vector<bool>& participating) {
 // Returns whether any client's round was cut short.
 bool FederatedRun::train(int round, const std::vector<bool>& participating) {
     bool interrupted = false;
-    for (auto& client : clients_) {
+    std::vector<ClientRuntime*> hosted;
+    for (auto& client : clients_) hosted.push_back(client.get());
+    if (replica_) hosted.push_back(replica_.get());
+    for (ClientRuntime* client : hosted) {
         const int k = client->config().index;
         if (!participating[static_cast<size_t>(k)]) continue;
         if (!client->train_round(round, stop_flag())) interrupted = true;
@@ -508,7 +553,7 @@ RoundDecision FederatedRun::decide(int round, RoundReport own, const std::vector
                                    Clock::time_point round_start) {
     const RoundReports reports = collect_reports(round, std::move(own), round_start);
     std::vector<bool> late(K_, false);
-    for (size_t k = 0; k < K_; ++k) late[k] = participating[k] && !reports.arrived[k % static_cast<size_t>(comm_.size())];
+    for (size_t k = 0; k < K_; ++k) late[k] = participating[k] && !reports.arrived[static_cast<size_t>(placement_[k].first)];
     const bool last = round + 1 == job_.run.rounds;
     const int every = job_.federation.checkpoint_every;
     RoundDecision decision;

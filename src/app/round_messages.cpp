@@ -283,7 +283,8 @@ const std::vector<std::pair<std::string, std::function<double(const ClientInfo&)
         {"host_rank", [](I c) { return static_cast<double>(c.host_rank); }},
         {"device", [](I c) { return static_cast<double>(c.device); }},
         {"base_model_clients", [](I c) { return static_cast<double>(c.base_model_clients); }},
-        {"host_resident_bytes", [](I c) { return static_cast<double>(c.host_resident_bytes); }}};
+        {"host_resident_bytes", [](I c) { return static_cast<double>(c.host_resident_bytes); }},
+        {"group_ranks", [](I c) { return static_cast<double>(c.group_ranks); }}};
     return columns;
 }
 
@@ -298,6 +299,7 @@ Bytes encode_client_infos(const std::vector<ClientInfo>& infos) {
         w.put<int32_t>(c.device);
         w.put<int64_t>(c.base_model_clients);
         w.put<int64_t>(c.host_resident_bytes);
+        w.put<int32_t>(c.group_ranks);
         w.put_string(c.base_model);
     }
     return std::move(w.buffer());
@@ -317,6 +319,8 @@ std::vector<ClientInfo> decode_client_infos(const Bytes& message, const std::str
         c.device = r.get<int32_t>();
         c.base_model_clients = r.get<int64_t>();
         c.host_resident_bytes = r.get<int64_t>();
+        c.group_ranks = r.get<int32_t>();
+        if (c.group_ranks < 1) throw MessageError("client info from " + from + ": group_ranks " + std::to_string(c.group_ranks));
         c.base_model = r.get_string();
         out.push_back(c);
     }

@@ -75,9 +75,16 @@ bool MpiSession::active() {
 
 Communicator::Communicator() {
     if (!MpiSession::active()) throw CommError("MPI is not initialised");
-    MPI_Comm world = MPI_COMM_NULL, node = MPI_COMM_NULL;
+    MPI_Comm world = MPI_COMM_NULL;
     mpi_check(MPI_Comm_dup(MPI_COMM_WORLD, &world), "MPI_Comm_dup");
     as_comm(world_) = world;
+    describe();
+}
+
+Communicator::Communicator(void* adopted) : world_(adopted) { describe(); }
+
+void Communicator::describe() {
+    MPI_Comm world = as_comm(world_), node = MPI_COMM_NULL;
     mpi_check(MPI_Comm_set_errhandler(world, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
     mpi_check(MPI_Comm_rank(world, &rank_), "MPI_Comm_rank");
     mpi_check(MPI_Comm_size(world, &size_), "MPI_Comm_size");
@@ -104,6 +111,14 @@ Communicator::~Communicator() {
     MPI_Comm node = as_comm(node_), world = as_comm(world_);
     if (node != MPI_COMM_NULL) MPI_Comm_free(&node);
     if (world != MPI_COMM_NULL) MPI_Comm_free(&world);
+}
+
+std::unique_ptr<Communicator> Communicator::split(int color) const {
+    MPI_Comm part = MPI_COMM_NULL;
+    mpi_check(MPI_Comm_split(as_comm(world_), color, rank_, &part), "MPI_Comm_split");
+    void* handle = nullptr;
+    as_comm(handle) = part;
+    return std::unique_ptr<Communicator>(new Communicator(handle));
 }
 
 void Communicator::barrier() {
@@ -234,6 +249,20 @@ void Communicator::allreduce_sum(std::vector<float>& values) const {
     mpi_check(MPI_Allreduce(MPI_IN_PLACE, values.data(), checked_count(values.size()), MPI_FLOAT, MPI_SUM,
                             as_comm(world_)),
               "MPI_Allreduce");
+}
+
+std::vector<float> Communicator::allgather(const std::vector<float>& values) const {
+    const int n = checked_count(values.size());
+    std::vector<int> counts(static_cast<size_t>(size_));
+    mpi_check(MPI_Allgather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, as_comm(world_)), "MPI_Allgather(counts)");
+    for (int r = 0; r < size_; ++r)
+        if (counts[static_cast<size_t>(r)] != n)
+            throw CommError("MPI_Allgather: rank " + std::to_string(r) + " contributes " +
+                            std::to_string(counts[static_cast<size_t>(r)]) + " values, rank " + std::to_string(rank_) +
+                            " " + std::to_string(n) + " (the ranks disagree on what they exchange)");
+    std::vector<float> all(values.size() * static_cast<size_t>(size_));
+    mpi_check(MPI_Allgather(values.data(), n, MPI_FLOAT, all.data(), n, MPI_FLOAT, as_comm(world_)), "MPI_Allgather");
+    return all;
 }
 
 void Communicator::abort(int code) const { MPI_Abort(as_comm(world_), code); }

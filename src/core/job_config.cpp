@@ -366,9 +366,6 @@ void validate(JobConfig& cfg) {
         if (r > R)
             throw ConfigError(src + ": option '" + key + ".rank': rank " + std::to_string(r) +
                               " exceeds federation.max_rank = " + std::to_string(R));
-        if (c.ranks_per_client > 1)
-            throw ConfigError(src + ": option '" + key + ".ranks_per_client': a client spanning several ranks is not "
-                              "implemented in this version; use 1");
         if (!c.shard.empty()) {
             try {
                 (void)c.shard_of();

@@ -77,54 +77,106 @@ void AlternatingTrainer::load_state(const std::map<std::string, torch::Tensor>& 
     }
 }
 
+void AlternatingTrainer::set_data_parallel(GradientSync* sync, int member, int members) {
+    if (sync && (members < 1 || member < 0 || member >= members))
+        throw Error("data parallel: member " + std::to_string(member) + " of " + std::to_string(members));
+    sync_ = sync;
+    member_ = sync ? member : 0;
+    members_ = sync ? members : 1;
+}
+
+ResponseLogits AlternatingTrainer::response_of(const Batch& b) {
+    return response_logits(adapted_.model, adapted_.model->forward_hidden(b.input_ids, b.attention_mask), host_labels(b));
+}
+
+double AlternatingTrainer::synchronise(const std::vector<AdapterTrainer*>& trainers, double weighted_loss) {
+    if (!sync_) return weighted_loss;
+    std::vector<torch::Tensor> params;
+    for (const AdapterTrainer* t : trainers)
+        if (t)
+            for (const auto& p : t->parameters())
+                if (p.requires_grad()) params.push_back(p);
+    std::vector<double> scalars{weighted_loss};
+    sync_->sum(params, scalars);
+    return scalars[0];
+}
+
+namespace {
+// Backward of a member's loss scaled by its weight in the batch's mean (1: the whole batch here).
+void backward_weighted(const torch::Tensor& loss, double weight) {
+    if (weight == 1.0) loss.backward();
+    else (loss * weight).backward();
+}
+}  // namespace
+
 double AlternatingTrainer::joint_step(const Batch& batch) {
+    const BatchPart part = part_of(batch);
     torch::Tensor values;
     if (shared_) {
         values = shared_->middle_values();
         set_middles(values);
     }
-    torch::Tensor loss = response_loss(
-        response_logits(adapted_.model, adapted_.model->forward_hidden(batch.input_ids, batch.attention_mask), host_labels(batch)));
     specific_->zero_grad();
     if (residual_) residual_->zero_grad();
     if (relation_) relation_->zero_grad();
-    loss.backward();
+    double ce = 0;
+    if (!part.empty) {
+        torch::Tensor loss = response_loss(response_of(part.batch));
+        backward_weighted(loss, part.weight);
+        ce = loss.item<double>() * part.weight;
+    }
+    ce = synchronise({specific_.get(), residual_.get(), relation_.get()}, ce);
     if (shared_) shared_->accumulate_taylor(values);
     specific_->apply();
     if (residual_) residual_->apply();
     if (relation_) relation_->apply();
-    return loss.item<double>();
+    return ce;
 }
 
 double AlternatingTrainer::shared_step(const Batch& batch, torch::Tensor* teacher) {
     if (!shared_) throw Error("shared step without shared parameters");
+    const BatchPart part = part_of(batch);
     set_trainable(adapted_.adapter_parameters(), false);
     torch::Tensor values = shared_->middle_values();
     set_middles(values);
-    const ResponseLogits response =
-        response_logits(adapted_.model, adapted_.model->forward_hidden(batch.input_ids, batch.attention_mask), host_labels(batch));
-    torch::Tensor ce = response_loss(response);
-    torch::Tensor loss = ce + options_.lambda_prox * shared_->proximal_kl(values);
     residual_->zero_grad();
     if (relation_) relation_->zero_grad();
-    loss.backward();
+    double ce_value = 0;
+    *teacher = torch::Tensor();
+    if (!part.empty) {
+        const ResponseLogits response = response_of(part.batch);
+        torch::Tensor ce = response_loss(response);
+        // The proximal term depends on the parameters only: weighted by every member's share, its
+        // gradient is counted once in the group's sum.
+        torch::Tensor loss = ce + options_.lambda_prox * shared_->proximal_kl(values);
+        backward_weighted(loss, part.weight);
+        ce_value = ce.item<double>() * part.weight;
+        *teacher = response.logits.detach();
+    }
+    ce_value = synchronise({residual_.get(), relation_.get()}, ce_value);
     shared_->accumulate_taylor(values);
     residual_->apply();
     if (relation_) relation_->apply();
     set_trainable(adapted_.adapter_parameters(), true);
-    *teacher = response.logits.detach();
-    return ce.item<double>();
+    return ce_value;
 }
 
 double AlternatingTrainer::specific_step(const Batch& batch, const torch::Tensor& teacher) {
     if (!shared_) throw Error("specific step without shared parameters");
+    const BatchPart part = part_of(batch);
     fix_middles();  // T as the shared step left it; no gradient reaches D or Z
-    const ResponseLogits response =
-        response_logits(adapted_.model, adapted_.model->forward_hidden(batch.input_ids, batch.attention_mask), host_labels(batch));
-    torch::Tensor ce = response_loss(response);
-    torch::Tensor loss = ce + options_.lambda_kd * distillation_kl_rows(teacher, response.logits, options_.kd_temperature);
-    specific_->step(loss);
-    return ce.item<double>();
+    specific_->zero_grad();
+    double ce_value = 0;
+    if (!part.empty) {
+        const ResponseLogits response = response_of(part.batch);
+        torch::Tensor ce = response_loss(response);
+        torch::Tensor loss = ce + options_.lambda_kd * distillation_kl_rows(teacher, response.logits, options_.kd_temperature);
+        backward_weighted(loss, part.weight);
+        ce_value = ce.item<double>() * part.weight;
+    }
+    ce_value = synchronise({specific_.get()}, ce_value);
+    specific_->apply();
+    return ce_value;
 }
 
 }  // namespace h2tune

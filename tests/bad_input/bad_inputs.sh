@@ -148,7 +148,7 @@ CASES=(
   "unknown method|2|method|train --config $(job unknown_method 's/^method = local/method = fedprox/') --force --threads 1"
   "mask refresh with block masks|2|mask_refresh.*topk|train --config $(job refresh_block '/^\[federation\]/a mask = block' '/^\[federation\]/a mask_refresh = 1') --force --threads 1"
   "shard index not below the count|2|client.0.shard.*0 <= K < N, got '3/3'|train --config $(job bad_shard '/^rank = 4/a shard = 3/3') --force --threads 1"
-  "a client over several ranks|2|client.0.ranks_per_client.*not implemented|train --config $(job multi_rank '/^rank = 4/a ranks_per_client = 2') --force --threads 1"
+  "a client over more ranks than the run has|2|client.0.ranks_per_client.*add up to [0-9]+ ranks but the run has 1|train --config $(job multi_rank '/^rank = 4/a ranks_per_client = 2') --force --threads 1"
   "participation above 1|2|participation|train --config $(job participation '/^\[federation\]/a participation = 1.5') --force --threads 1"
   "missing job file|2|$WORK/nope.ini: cannot open job file|train --config $WORK/nope.ini --force --threads 1"
   "job file that is a FIFO|2|fifo.ini: not a regular file|train --config $WORK/fifo.ini --force --threads 1"

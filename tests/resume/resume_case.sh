@@ -2,13 +2,16 @@
 # One kill-and-resume scenario, compared bit for bit with an uninterrupted run of the same job.
 #   resume_case.sh CASE H2TUNE MODEL_DIR REFERENCE_DIR WORK_DIR
 # The job: jobs/smoke_federated.ini, 3 rounds of 2 steps, 4 clients on 3 ranks, 1 thread each,
-# method $H2TUNE_METHOD (default h2tune).
+# method $H2TUNE_METHOD (default h2tune). H2TUNE_RESUME_NP (default 3) ranks, plus the options in
+# H2TUNE_RESUME_EXTRA (e.g. clients spanning several ranks; the reference must be run with them).
 set -uo pipefail
 CASE=$1 H2TUNE=$2 MODEL=$3 REFERENCE=$4 WORK=$5
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 MPIRUN=${MPIEXEC:-mpirun}
-run() { timeout 240 "$MPIRUN" --oversubscribe -np 3 "$H2TUNE" train "$@" --threads 1; }
-job=(--config jobs/smoke_federated.ini --rounds 3 --set "clients.model_dir=$MODEL" --method "${H2TUNE_METHOD:-h2tune}")
+NP=${H2TUNE_RESUME_NP:-3}
+read -ra EXTRA <<< "${H2TUNE_RESUME_EXTRA:-}"
+run() { timeout 240 "$MPIRUN" --oversubscribe -np "$NP" "$H2TUNE" train "$@" --threads 1; }
+job=(--config jobs/smoke_federated.ini --rounds 3 --set "clients.model_dir=$MODEL" --method "${H2TUNE_METHOD:-h2tune}" "${EXTRA[@]}")
 fail() { echo "resume_case $CASE: $*"; exit 1; }
 expect_rc() {  # expect_rc WANT GOT WHAT
   [[ $2 -eq $1 ]] || fail "$3 exited with $2, expected $1"
@@ -55,7 +58,7 @@ case $CASE in
     run --resume "$WORK"; expect_rc 0 $? "the resumed run" ;;
   usr1_to_mpirun)  # SIGUSR1 sent to mpirun itself once round 1 is reported: mpirun forwards it, exit 3
     # mpirun itself in the background (not under `timeout`, which would take the signal).
-    "$MPIRUN" --oversubscribe -np 3 "$H2TUNE" train "${job[@]}" --output "$WORK" --threads 1 > "$WORK.log" 2>&1 & pid=$!
+    "$MPIRUN" --oversubscribe -np "$NP" "$H2TUNE" train "${job[@]}" --output "$WORK" --threads 1 > "$WORK.log" 2>&1 & pid=$!
     for _ in $(seq 1 1200); do grep -q 'round 1/3' "$WORK.log" 2>/dev/null || ! kill -0 "$pid" 2>/dev/null && break; sleep 0.1; done
     kill -USR1 "$pid"; wait "$pid"; rc=$?; cat "$WORK.log"
     expect_rc 3 $rc "mpirun, signalled with SIGUSR1,"

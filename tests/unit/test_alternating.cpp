@@ -3,7 +3,11 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <functional>
 #include <memory>
+#include <mutex>
+#include <thread>
 
 #include "h2tune/core/error.h"
 #include "h2tune/method/shared_middle.h"
@@ -244,4 +248,223 @@ TEST(Alternating, ProximalTermIsZeroAtTheDownloadedValues) {
     Fixture f;
     EXPECT_NEAR(f.shared->proximal_kl(f.shared->downloaded_values()).item<double>(), 0.0, 1e-7);
     EXPECT_GT(f.shared->proximal_kl(f.shared->downloaded_values() + torch::randn({3, 3, 4})).item<double>(), 0.0);
+}
+
+// ------------------------------------------------------------------ data parallel (gradient_sync.h)
+
+namespace {
+
+// An in-process group, one thread per member: sum() waits for every member's contribution, then
+// each member adds the contributions in member order itself, as GroupGradientSync does over MPI.
+class ThreadGroup {
+public:
+    explicit ThreadGroup(int members) : members_(members), grads_(static_cast<size_t>(members)),
+                                        scalars_(static_cast<size_t>(members)), stops_(static_cast<size_t>(members)) {}
+
+    class Member : public GradientSync {
+    public:
+        Member(ThreadGroup& group, int member) : group_(group), member_(member) {}
+        void sum(const std::vector<torch::Tensor>& parameters, std::vector<double>& scalars) override {
+            torch::NoGradGuard no_grad;
+            std::vector<torch::Tensor> mine;
+            for (const auto& p : parameters) mine.push_back(p.grad().defined() ? p.grad().clone() : torch::zeros_like(p));
+            const auto m = static_cast<size_t>(member_);
+            group_.grads_[m] = mine;
+            group_.scalars_[m] = scalars;
+            group_.stops_[m] = stop_next;
+            group_.wait();
+            stop_seen_ = false;
+            for (size_t j = 0; j < parameters.size(); ++j) {
+                torch::Tensor total = group_.grads_[0][j].clone();
+                for (size_t r = 1; r < group_.grads_.size(); ++r) total.add_(group_.grads_[r][j]);
+                parameters[j].mutable_grad() = total;
+            }
+            for (size_t i = 0; i < scalars.size(); ++i) {
+                double total = 0;
+                for (const auto& s : group_.scalars_) total += s[i];
+                scalars[i] = total;
+            }
+            for (bool s : group_.stops_) stop_seen_ = stop_seen_ || s;
+            group_.wait();  // nobody overwrites a contribution before every member has read them
+        }
+        bool stop_requested() const override { return stop_seen_; }
+        bool stop_next = false;
+
+    private:
+        ThreadGroup& group_;
+        int member_;
+        bool stop_seen_ = false;
+    };
+
+private:
+    void wait() {
+        std::unique_lock<std::mutex> lock(mutex_);
+        const int64_t generation = generation_;
+        if (++arrived_ == members_) {
+            arrived_ = 0;
+            ++generation_;
+            changed_.notify_all();
+        } else {
+            changed_.wait(lock, [&] { return generation_ != generation; });
+        }
+    }
+
+    int members_;
+    std::vector<std::vector<torch::Tensor>> grads_;
+    std::vector<std::vector<double>> scalars_;
+    std::vector<bool> stops_;
+    std::mutex mutex_;
+    std::condition_variable changed_;
+    int arrived_ = 0;
+    int64_t generation_ = 0;
+};
+
+// Rows with different numbers of response tokens (1, 2, 6, 5, 3), so that a member's weight is
+// its share of the response rows, not of the sequences.
+Batch uneven_batch() {
+    torch::manual_seed(23);
+    Batch b;
+    b.input_ids = torch::randint(0, 64, {5, 12}, torch::kInt64);
+    b.attention_mask = torch::ones({5, 12}, torch::kInt64);
+    b.labels = torch::full({5, 12}, kIgnoreIndex, torch::kInt64);
+    const int64_t response[] = {1, 2, 6, 5, 3};
+    for (int64_t r = 0; r < 5; ++r)
+        b.labels[r].narrow(0, 12 - response[r], response[r]).copy_(b.input_ids[r].narrow(0, 12 - response[r], response[r]));
+    return b;
+}
+
+// The losses of a fixed sequence of steps: joint steps (round 0), then shared + specific pairs.
+std::vector<double> run_steps(Fixture& f, const Batch& b) {
+    std::vector<double> losses;
+    for (int s = 0; s < 2; ++s) losses.push_back(f.trainer->joint_step(b));
+    for (int s = 0; s < 2; ++s) {
+        torch::Tensor teacher;
+        losses.push_back(f.trainer->shared_step(b, &teacher));
+        losses.push_back(f.trainer->specific_step(b, teacher));
+    }
+    return losses;
+}
+
+std::vector<torch::Tensor> trained_state(const Fixture& f) {
+    std::vector<torch::Tensor> out = f.specific();
+    for (auto& t : f.shared_params()) out.push_back(t);
+    return out;
+}
+
+}  // namespace
+
+TEST(DataParallel, RowSharesAreContiguousAndCoverTheBatch) {
+    const RowShare a = row_share(5, 0, 3), b = row_share(5, 1, 3), c = row_share(5, 2, 3);
+    EXPECT_EQ(a.begin, 0);
+    EXPECT_EQ(a.end, 2);
+    EXPECT_EQ(b.begin, 2);
+    EXPECT_EQ(b.end, 4);
+    EXPECT_EQ(c.begin, 4);
+    EXPECT_EQ(c.end, 5);
+    const RowShare empty = row_share(2, 3, 4);
+    EXPECT_EQ(empty.begin, empty.end);
+    EXPECT_THROW(row_share(4, 2, 2), Error);
+}
+
+TEST(DataParallel, AMembersWeightIsItsShareOfTheResponseRows) {
+    const Batch b = uneven_batch();  // response rows per sequence: 1, 2, 6, 5, 3 (17)
+    EXPECT_EQ(count_response_rows(b.labels), 17);
+    const BatchPart first = batch_part(b, 0, 2), second = batch_part(b, 1, 2);  // rows 0-2 and 3-4
+    EXPECT_EQ(first.batch.input_ids.size(0), 3);
+    EXPECT_EQ(second.batch.input_ids.size(0), 2);
+    EXPECT_DOUBLE_EQ(first.weight, 9.0 / 17.0);
+    EXPECT_DOUBLE_EQ(second.weight, 8.0 / 17.0);
+    EXPECT_TRUE(torch::equal(second.batch.labels, b.labels.slice(0, 3, 5)));
+    const BatchPart alone = batch_part(b, 0, 1);
+    EXPECT_DOUBLE_EQ(alone.weight, 1.0);
+    EXPECT_TRUE(torch::equal(alone.batch.input_ids, b.input_ids));
+    const BatchPart none = batch_part(b, 5, 6);  // six members, five sequences
+    EXPECT_TRUE(none.empty);
+    EXPECT_DOUBLE_EQ(none.weight, 0.0);
+}
+
+class DataParallelGroup : public ::testing::TestWithParam<int> {
+protected:
+    // `members` replicas of the fixture stepping together in threads; each runs `steps` on the
+    // batch and returns its losses. Six members on five sequences: one member has no row at all.
+    std::vector<std::vector<double>> run_group(int members,
+                                               const std::function<std::vector<double>(Fixture&)>& steps) {
+        group = std::make_unique<ThreadGroup>(members);
+        for (int m = 0; m < members; ++m) {
+            replicas.push_back(std::make_unique<Fixture>());
+            syncs.push_back(std::make_unique<ThreadGroup::Member>(*group, m));
+            replicas.back()->trainer->set_data_parallel(syncs.back().get(), m, members);
+        }
+        std::vector<std::vector<double>> losses(static_cast<size_t>(members));
+        std::vector<std::thread> threads;
+        for (int m = 0; m < members; ++m)
+            threads.emplace_back([&, m] { losses[static_cast<size_t>(m)] = steps(*replicas[static_cast<size_t>(m)]); });
+        for (auto& t : threads) t.join();
+        return losses;
+    }
+    std::unique_ptr<ThreadGroup> group;
+    std::vector<std::unique_ptr<Fixture>> replicas;
+    std::vector<std::unique_ptr<ThreadGroup::Member>> syncs;
+};
+
+// max |a - b| over max |b|.
+double relative_difference(const torch::Tensor& a, const torch::Tensor& b) {
+    return (a - b).abs().max().item<double>() / std::max(b.abs().max().item<double>(), 1e-30);
+}
+
+TEST_P(DataParallelGroup, MembersSumTheGradientOfTheWholeBatch) {
+    // After one joint step every member holds the gradient of the whole batch's mean loss (the
+    // single trainer's) up to float rounding: weights by sequences instead of response rows, or a
+    // missing member, would be off by percents.
+    const Batch b = uneven_batch();
+    Fixture alone;
+    alone.trainer->joint_step(b);
+    run_group(GetParam(), [&](Fixture& f) { return std::vector<double>{f.trainer->joint_step(b)}; });
+    const auto expected = alone.adapted.adapter_parameters();
+    for (const auto& replica : replicas) {
+        const auto got = replica->adapted.adapter_parameters();
+        for (size_t i = 0; i < expected.size(); ++i)
+            EXPECT_LE(relative_difference(got[i].grad(), expected[i].grad()), 2e-6) << "adapter tensor " << i;
+        EXPECT_LE(relative_difference(replica->shared->residual().grad(), alone.shared->residual().grad()), 2e-6);
+        EXPECT_LE(relative_difference(replica->shared->relation_logits().grad(), alone.shared->relation_logits().grad()), 2e-6);
+    }
+}
+
+TEST_P(DataParallelGroup, MembersFollowTheTrainerAloneOverJointSharedAndSpecificSteps) {
+    // Six steps of every kind: the group's losses are the single trainer's within float rounding
+    // and the replicas stay bit-identical to each other. The parameters agree to 5e-5 of each
+    // tensor's largest value: AdamW divides by the root of the second moment, which magnifies the
+    // rounding of gradient entries near zero (the gradients themselves agree to 1e-6, above).
+    const Batch b = uneven_batch();
+    Fixture alone;
+    const std::vector<double> expected = run_steps(alone, b);
+    const auto losses = run_group(GetParam(), [&](Fixture& f) { return run_steps(f, b); });
+    for (size_t m = 0; m < losses.size(); ++m) {
+        ASSERT_EQ(losses[m].size(), expected.size());
+        for (size_t s = 0; s < expected.size(); ++s)
+            EXPECT_NEAR(losses[m][s], expected[s], 2e-6 * std::abs(expected[s])) << "member " << m << " step " << s;
+    }
+    const auto reference = trained_state(alone);
+    const auto first = trained_state(*replicas[0]);
+    for (size_t i = 0; i < reference.size(); ++i) EXPECT_LE(relative_difference(first[i], reference[i]), 5e-5) << "tensor " << i;
+    for (size_t m = 1; m < replicas.size(); ++m) EXPECT_TRUE(all_equal(trained_state(*replicas[m]), first)) << "member " << m;
+    // What the members trained is what the trainer alone trained, not the initial state.
+    EXPECT_TRUE(all_differ(first, trained_state(Fixture())));
+}
+
+INSTANTIATE_TEST_SUITE_P(Members, DataParallelGroup, ::testing::Values(2, 3, 6));
+
+TEST(DataParallel, AStopRequestedByOneMemberReachesEveryMember) {
+    const Batch b = uneven_batch();
+    ThreadGroup group(2);
+    Fixture f0, f1;
+    ThreadGroup::Member s0(group, 0), s1(group, 1);
+    f0.trainer->set_data_parallel(&s0, 0, 2);
+    f1.trainer->set_data_parallel(&s1, 1, 2);
+    s1.stop_next = true;
+    std::thread other([&] { f1.trainer->joint_step(b); });
+    f0.trainer->joint_step(b);
+    other.join();
+    EXPECT_TRUE(s0.stop_requested());
+    EXPECT_TRUE(s1.stop_requested());
 }

@@ -281,6 +281,7 @@ TEST(RoundMessages, StartOfRunMessagesRoundTrip) {
     info.device = -1;
     info.base_model_clients = 3;
     info.host_resident_bytes = 123456789;
+    info.group_ranks = 2;
     info.base_model = "model.safetensors 3678664:57b63fda47b71314\nconfig.json 10:1\n";
     const auto infos = decode_client_infos(encode_client_infos({info, info}), "rank 1", 2);
     ASSERT_EQ(infos.size(), 2u);
@@ -288,8 +289,11 @@ TEST(RoundMessages, StartOfRunMessagesRoundTrip) {
     EXPECT_EQ(infos[0].steps_per_round, 40);
     EXPECT_EQ(infos[1].base_model_clients, 3);
     EXPECT_EQ(infos[1].host_resident_bytes, 123456789);
+    EXPECT_EQ(infos[1].group_ranks, 2);
     EXPECT_EQ(infos[1].base_model, info.base_model);
-    ASSERT_EQ(client_info_columns().size(), 11u);
+    ASSERT_EQ(client_info_columns().size(), 12u);
+    EXPECT_EQ(client_info_columns().back().first, "group_ranks");
+    EXPECT_DOUBLE_EQ(client_info_columns().back().second(infos[1]), 2.0);
     EXPECT_EQ(client_info_columns().front().first, "majority_rate");
     EXPECT_DOUBLE_EQ(client_info_columns()[1].second(infos[0]), 8.0);
 

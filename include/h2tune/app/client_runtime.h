@@ -99,6 +99,11 @@ public:
     // teachers are not worth a checkpoint). True when the round's training is complete.
     bool train_round(int round, const volatile std::sig_atomic_t* stop = nullptr);
     bool round_trained() const { return progress_.steps_done >= steps_per_round_; }
+    // A client over several ranks (app/client_placement.h): this rank is member `member` of
+    // `members`. Every step then trains on the member's part of the batch, the gradients are
+    // summed through `sync` before the optimisers step, and a stop request ends the round after
+    // the same step on every member.
+    void set_data_parallel(std::unique_ptr<GradientSync> sync, int member, int members);
     // Called after every optimiser step with (round, steps done in the round); tests use it.
     void set_step_hook(std::function<void(int, int64_t)> hook) { step_hook_ = std::move(hook); }
     // The round's training metrics so far (loss, tokens, seconds).
@@ -164,6 +169,7 @@ private:
     std::string lora_signature_;
     uint64_t seed_ = 0;
     std::unique_ptr<AlternatingTrainer> trainer_;
+    std::unique_ptr<GradientSync> sync_;          // data parallel over a group of ranks
     double majority_rate_ = 0;
     int64_t steps_per_round_ = 0;
     RoundProgress progress_;

@@ -1,7 +1,8 @@
 // The federated run of `h2tune train` on one rank: start-up (clients, metrics.h5, the exchange),
 // then every round as a sequence of named phases — sample participants, deliver, train,
 // evaluate and upload, collect, validate and aggregate, record, decide, checkpoint — and the
-// adapters at the end. Clients are spread round-robin: client k lives on rank k mod size.
+// adapters at the end. Clients are placed by app/client_placement.h: round-robin (client k on
+// rank k mod size), or, when some span several ranks, each on contiguous ranks of its own.
 // Collective over the communicator: every rank calls run_federated with the same job.
 #pragma once
 

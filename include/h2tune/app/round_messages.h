@@ -106,7 +106,8 @@ struct ClientInfo {
     int64_t train_examples = 0;
     int64_t test_examples = 0;
     int64_t steps_per_round = 0;
-    int32_t host_rank = 0;
+    int32_t host_rank = 0;  // the rank hosting it (of a group of ranks: the group's leader)
+    int32_t group_ranks = 1;  // ranks training it data parallel (client.N.ranks_per_client)
     int32_t device = -1;  // CUDA device index, -1 = CPU
     int64_t base_model_clients = 1;    // clients of the host rank holding this client's base in one copy (itself included)
     int64_t host_resident_bytes = -1;  // the host rank's resident memory once its clients were loaded (-1 unknown)

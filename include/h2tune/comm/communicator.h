@@ -29,6 +29,9 @@ class Communicator {
 public:
     // Duplicates MPI_COMM_WORLD; also splits by shared-memory node for local rank and size.
     Communicator();
+    // Collective: the ranks that pass the same `color` form one communicator, ranked in this
+    // communicator's order (a client's data-parallel group).
+    std::unique_ptr<Communicator> split(int color) const;
     ~Communicator();
     Communicator(const Communicator&) = delete;
     Communicator& operator=(const Communicator&) = delete;
@@ -48,6 +51,9 @@ public:
     double allreduce_max(double value) const;
     int64_t allreduce_sum(int64_t value) const;
     void allreduce_sum(std::vector<float>& values) const;  // fixed order: MPI reduction, same ranks
+    // Every rank's `values` (the same count on every rank: checked), concatenated in rank order
+    // on every rank. Callers that sum the parts themselves get one order on every rank.
+    std::vector<float> allgather(const std::vector<float>& values) const;
     void abort(int code) const;
 
     // Single-message point-to-point exchange for protocols with deadlines: post() sends without
@@ -60,6 +66,8 @@ public:
     bool try_receive(int source, int tag, Bytes& out) const;
 
 private:
+    explicit Communicator(void* adopted);  // takes ownership of an MPI_Comm
+    void describe();                        // rank, size and the node-local split of world_
     struct Posted;
     std::vector<std::unique_ptr<Posted>> posted_;
     void* world_ = nullptr;  // MPI_Comm, kept opaque so this header does not pull in mpi.h

@@ -18,6 +18,7 @@
 #include "h2tune/method/shared_middle.h"
 #include "h2tune/train/adapted_model.h"
 #include "h2tune/train/finetune.h"
+#include "h2tune/train/gradient_sync.h"
 
 namespace h2tune {
 
@@ -53,17 +54,30 @@ public:
     void set_middles(const torch::Tensor& values);
     void fix_middles();  // T at its current value, without gradient (evaluation, after a round)
 
+    // Data parallel over a group (train/gradient_sync.h): every step then trains on member
+    // `member`'s part of the batch it is given, and the gradients are summed over the group before
+    // the optimisers step; the steps return the whole batch's loss. Null: the whole batch here.
+    void set_data_parallel(GradientSync* sync, int member, int members);
+
     AdapterTrainer& specific_trainer() { return *specific_; }
     // The optimisers' states under "specific/", "residual/" and "relation/" prefixes (checkpoints).
     std::map<std::string, torch::Tensor> state() const;
     void load_state(const std::map<std::string, torch::Tensor>& state);
 
 private:
+    BatchPart part_of(const Batch& batch) const { return batch_part(batch, member_, members_); }
+    ResponseLogits response_of(const Batch& batch);  // the model's LM head at the batch's response rows
+    // After a backward pass: the group's gradients of the trainers' parameters and its loss, the
+    // sum of the members' `weighted_loss` (without a group: `weighted_loss` itself).
+    double synchronise(const std::vector<AdapterTrainer*>& trainers, double weighted_loss);
+
     AdaptedModel& adapted_;
     SharedMiddle* shared_;
     std::vector<int64_t> module_index_;
     AlternatingOptions options_;
     std::unique_ptr<AdapterTrainer> specific_, residual_, relation_;
+    GradientSync* sync_ = nullptr;
+    int member_ = 0, members_ = 1;
 };
 
 }  // namespace h2tune

@@ -94,6 +94,7 @@ public:
     // Restores state(); throws ModelError when shapes do not match the parameters.
     void load_state(const std::map<std::string, torch::Tensor>& state);
     torch::optim::Optimizer& optimizer();
+    const std::vector<torch::Tensor>& parameters() const { return parameters_; }
 
 private:
     std::vector<torch::Tensor> parameters_;
