@@ -43,6 +43,10 @@ struct RunSummary {
     std::string scenario, seed;
     std::vector<double> rank, group, rounds_in;
     double wall_seconds = 0;  // sum of /rounds/round_seconds
+    // Provenance: which code, machine and weights produced the numbers ("" where an older file
+    // does not record it).
+    std::string git_sha, cpu_model, torch_version;
+    std::vector<std::string> base_models;  // per client: the base model files' fingerprint
 };
 
 // "section.key" -> value of the resolved job stored as /config.
@@ -166,17 +170,89 @@ RunSummary summarise(const std::string& dir_or_file) {
                                          : std::vector<double>();
     if (f.exists("/rounds/round_seconds"))
         for (double v : f.read_doubles("/rounds/round_seconds")) s.wall_seconds += finite_or_zero(v);
+    const auto root_text = [&f](const char* name) { return f.has_attribute("/", name) ? f.string_attribute("/", name) : ""; };
+    s.git_sha = root_text("git_sha");
+    s.cpu_model = root_text("cpu_model");
+    s.torch_version = root_text("torch_version");
+    for (int64_t k = 0; k < K; ++k) {
+        const std::string name = "base_model_" + std::to_string(k);
+        s.base_models.push_back(f.has_attribute("/clients", name) ? f.string_attribute("/clients", name) : "");
+    }
     return s;
+}
+
+// ---------------------------------------------------------------------------- provenance
+
+// Notes end the markdown and go to stderr, in the order they were taken.
+using Notes = std::vector<std::string>;
+
+void print_notes(const Notes& notes) {
+    for (const auto& n : notes) std::fprintf(stderr, "h2tune report: %s\n", n.c_str());
+}
+
+
+// A fingerprint ("<file> <size>:<hash>" per line) on one line.
+std::string one_line(const std::string& fingerprint) {
+    std::string out;
+    std::istringstream in(fingerprint);
+    for (std::string line; std::getline(in, line);)
+        if (!line.empty()) out += (out.empty() ? "" : "; ") + line;
+    return out;
+}
+
+// Which weights, code and machine produced the tables: every distinct base model (by its files'
+// fingerprint) with the model names and runs that used it, then the git shas, CPUs and LibTorch
+// versions with their run counts. A model name that stands for different weights in different
+// runs gets a note: a different model, not a different result.
+std::string provenance_table(const std::vector<const RunSummary*>& runs, Notes& notes) {
+    struct Weights {
+        std::set<std::string> models, runs;
+    };
+    std::map<std::string, Weights> weights;                 // fingerprint -> users
+    std::map<std::string, std::set<std::string>> of_model;  // model name -> fingerprints
+    std::map<std::string, std::map<std::string, int>> facts;  // "git sha" / "CPU" / "LibTorch" -> value -> runs
+    for (const RunSummary* r : runs) {
+        for (size_t k = 0; k < r->names.size(); ++k) {
+            const std::string model = r->names[k].substr(0, r->names[k].find('/'));
+            const std::string print = k < r->base_models.size() && !r->base_models[k].empty()
+                                          ? one_line(r->base_models[k]) : "(not recorded)";
+            weights[print].models.insert(model);
+            weights[print].runs.insert(r->path);
+            of_model[model].insert(print);
+        }
+        ++facts["git sha"][r->git_sha.empty() ? "(not recorded)" : r->git_sha];
+        ++facts["CPU"][r->cpu_model.empty() ? "(not recorded)" : r->cpu_model];
+        ++facts["LibTorch"][r->torch_version.empty() ? "(not recorded)" : r->torch_version];
+    }
+    for (const auto& [model, prints] : of_model)
+        if (prints.size() > 1)
+            notes.push_back(model + ": " + std::to_string(prints.size()) +
+                            " different base-model weights across these runs (see Provenance): rows of this model "
+                            "compare different models, not only different results");
+    std::ostringstream out;
+    out << "## Provenance (the base models' files, code and machine behind these tables)\n\n"
+        << "| model | base model files (size:FNV-1a 64) | runs |\n|---|---|---|\n";
+    for (const auto& [print, w] : weights) {
+        std::string models;
+        for (const auto& m : w.models) models += (models.empty() ? "" : ", ") + m;
+        out << "| " << models << " | " << print << " | " << w.runs.size() << " |\n";
+    }
+    out << "\n| recorded | value | runs |\n|---|---|---|\n";
+    for (const auto& [what, values] : facts)
+        for (const auto& [value, count] : values) out << "| " << what << " | " << value << " | " << count << " |\n";
+    return out.str();
 }
 
 // The original table: one row per client of each run.
 void per_run_tables(const std::vector<std::string>& runs, std::ostringstream& md, std::ostringstream& csv) {
+    std::vector<RunSummary> summaries;
     md << "| run | method | client | majority | final acc (score) | final acc (generate) | best acc | best round | "
           "bytes up | bytes down | seconds |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
     csv << "run,method,client,name,majority,final_accuracy,final_accuracy_generate,best_accuracy,best_round,bytes_up,"
            "bytes_down,seconds\n";
     for (const auto& run : runs) {
-        RunSummary s = summarise(run);
+        summaries.push_back(summarise(run));
+        const RunSummary& s = summaries.back();
         for (int64_t k = 0; k < s.clients; ++k) {
             const size_t i = static_cast<size_t>(k);
             char line[1024];
@@ -191,6 +267,15 @@ void per_run_tables(const std::vector<std::string>& runs, std::ostringstream& md
                           s.bytes_down[i], s.seconds[i]);
             csv << line;
         }
+    }
+    std::vector<const RunSummary*> pointers;
+    for (const auto& r : summaries) pointers.push_back(&r);
+    Notes notes;
+    md << "\n" << provenance_table(pointers, notes);
+    if (!notes.empty()) {
+        md << "\nNotes:\n\n";
+        for (const auto& n : notes) md << "* " << n << "\n";
+        print_notes(notes);
     }
 }
 
@@ -295,6 +380,10 @@ RunConfig variant_config(const RunSummary& s) {
     RunConfig c;
     c.values = s.config;
     for (const char* k : {"run.seed", "run.output", "run.threads", "run.method", "run.name"}) c.values.erase(k);
+    // How many ranks train a client changes its results only in the last bits, as threads do.
+    for (auto it = c.values.begin(); it != c.values.end();)
+        it = it->first.size() > 17 && it->first.compare(it->first.size() - 17, 17, ".ranks_per_client") == 0
+                 ? c.values.erase(it) : std::next(it);
     // The ablations write what they change into the resolved job (the job config applies the
     // settings the method table says they imply); that is part of the method, not of the scenario.
     c.implied = method_implied_keys(s.method, s.clients);
@@ -326,12 +415,6 @@ struct Group {
     std::vector<const RunSummary*> runs;
 };
 
-// Notes end the markdown and go to stderr, in the order they were taken.
-using Notes = std::vector<std::string>;
-
-void print_notes(const Notes& notes) {
-    for (const auto& n : notes) std::fprintf(stderr, "h2tune report: %s\n", n.c_str());
-}
 
 // The complete runs among `paths`; a path given twice, an unreadable run and one that stopped
 // before its planned rounds are skipped with a note.
@@ -758,6 +841,9 @@ void grouped_tables(const std::vector<std::string>& paths, const std::vector<Met
     body << "\n" << summary_tables(groups, summary_csv) << "\n" << runs_table(groups);
     const std::string paired = paired_tables(groups, compare, notes);
     if (!paired.empty()) body << "\n" << paired;
+    std::vector<const RunSummary*> all;
+    for (const auto& r : runs) all.push_back(&r);
+    body << "\n" << provenance_table(all, notes);
     if (!notes.empty()) {
         body << "\nNotes:\n\n";
         for (const auto& n : notes) body << "* " << n << "\n";
