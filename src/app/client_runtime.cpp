@@ -349,6 +349,8 @@ void ClientRuntime::activate() {
 
 void ClientRuntime::set_data_parallel(std::unique_ptr<GradientSync> sync, int member, int members) {
     sync_ = std::move(sync);
+    member_ = sync_ ? member : 0;
+    members_ = sync_ ? members : 1;
     trainer_->set_data_parallel(sync_.get(), member, members);
 }
 
@@ -500,7 +502,19 @@ void ClientRuntime::evaluate(ClientRoundMetrics& m) {
     opt.generate = federation_.eval_generate;
     opt.limit = federation_.eval_examples;
     activate();
+    if (sync_) {  // a group splits the examples; every member must come here
+        opt.member = member_;
+        opt.members = members_;
+    }
     EvalResult r = evaluate_classification(adapted_.model, *tokenizer_, test_encoded_, test_references_, labels_, opt);
+    if (sync_) {
+        std::vector<double> counts{static_cast<double>(r.correct), static_cast<double>(r.correct_generate),
+                                   static_cast<double>(r.examples)};
+        sync_->sum({}, counts);
+        const double n = counts[2];
+        r.accuracy = n > 0 ? counts[0] / n : 0.0;
+        if (opt.generate) r.accuracy_generate = n > 0 ? counts[1] / n : -1.0;
+    }
     m.test_accuracy = r.accuracy;
     m.test_accuracy_generate = r.accuracy_generate;
     m.eval_seconds = seconds_since(t0);

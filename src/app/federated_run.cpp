@@ -126,7 +126,8 @@ private:
     std::unique_ptr<Communicator> group_;        // this rank's client group (clients over several ranks)
     BaseModelPool base_models_;                 // frozen bases shared by this rank's clients
     // The clients this rank leads: it trains, evaluates, uploads and checkpoints them. A follower
-    // rank of a client's group leads none; it holds `replica_`, trained in step with the leader's.
+    // rank of a client's group leads none; it holds `replica_`, trained and evaluated in step with
+    // the leader's.
     std::vector<std::unique_ptr<ClientRuntime>> clients_;
     std::unique_ptr<ClientRuntime> replica_;
     std::unique_ptr<MetricsFile> metrics_;       // rank 0
@@ -504,6 +505,12 @@ RoundReport FederatedRun::evaluate_and_upload(int round, const std::vector<bool>
     report.stop_requested = stop_requested();
     report.interrupted = interrupted;
     if (interrupted) return report;
+    // A follower scores its share of its client's test examples; the leader's evaluate() adds
+    // the group's counts.
+    if (replica_ && participating[static_cast<size_t>(replica_->config().index)]) {
+        ClientRoundMetrics share = replica_->round_metrics();
+        replica_->evaluate(share);
+    }
     for (auto& client : clients_) {
         const int k = client->config().index;
         UploadRecord record = upload_record(*client, round, participating[static_cast<size_t>(k)]);

@@ -6,6 +6,7 @@
 
 #include "h2tune/core/error.h"
 #include "h2tune/tokenizer/bpe_tokenizer.h"
+#include "h2tune/train/gradient_sync.h"
 
 namespace h2tune {
 
@@ -140,8 +141,10 @@ EvalResult evaluate_classification(LlamaForCausalLM& model, const BpeTokenizer& 
     for (const auto& ids : labels.ids) max_label = std::max(max_label, ids.size());
     int64_t n = static_cast<int64_t>(encoded.size());
     if (options.limit > 0) n = std::min(n, options.limit);
+    const RowShare share = row_share(n, options.member, options.members);
+    n = share.end - share.begin;
     int64_t correct = 0, correct_generate = 0;
-    for (int64_t i = 0; i < n; ++i) {
+    for (int64_t i = share.begin; i < share.end; ++i) {
         const auto& ex = encoded[static_cast<size_t>(i)];
         const std::string& ref = references[static_cast<size_t>(i)];
         auto scores = score_candidates(model, ex.prompt, labels.ids);
@@ -159,6 +162,8 @@ EvalResult evaluate_classification(LlamaForCausalLM& model, const BpeTokenizer& 
     if (was_training) model->train();
     EvalResult r;
     r.examples = n;
+    r.correct = correct;
+    r.correct_generate = correct_generate;
     r.accuracy = n ? static_cast<double>(correct) / static_cast<double>(n) : 0.0;
     r.accuracy_generate = options.generate && n ? static_cast<double>(correct_generate) / static_cast<double>(n) : -1.0;
     return r;

@@ -247,6 +247,25 @@ TEST(EvaluateClassification, AccuracyMatchesAManualArgmaxOverScores) {
 
     opts.limit = 100;  // more than there are
     EXPECT_EQ(evaluate_classification(model, tok, encoded, references, labels, opts).examples, 6);
+
+    // A client over several ranks: the members' shares of the first five examples (2, 2 and 1)
+    // add up to the whole evaluation, count for count; with six members the sixth gets none.
+    opts.limit = 5;
+    const EvalResult whole = evaluate_classification(model, tok, encoded, references, labels, opts);
+    int64_t examples = 0, correct = 0;
+    for (int member = 0; member < 3; ++member) {
+        opts.member = member;
+        opts.members = 3;
+        const EvalResult part = evaluate_classification(model, tok, encoded, references, labels, opts);
+        EXPECT_EQ(part.examples, member < 2 ? 2 : 1);
+        examples += part.examples;
+        correct += part.correct;
+    }
+    EXPECT_EQ(examples, 5);
+    EXPECT_EQ(correct, whole.correct);
+    opts.member = 5;
+    opts.members = 6;
+    EXPECT_EQ(evaluate_classification(model, tok, encoded, references, labels, opts).examples, 0);
 }
 
 TEST(EvaluateClassification, GenerationAccuracyMatchesAManualGreedyLoop) {

@@ -102,13 +102,14 @@ public:
     // A client over several ranks (app/client_placement.h): this rank is member `member` of
     // `members`. Every step then trains on the member's part of the batch, the gradients are
     // summed through `sync` before the optimisers step, and a stop request ends the round after
-    // the same step on every member.
+    // the same step on every member; evaluation is split over the members as well.
     void set_data_parallel(std::unique_ptr<GradientSync> sync, int member, int members);
     // Called after every optimiser step with (round, steps done in the round); tests use it.
     void set_step_hook(std::function<void(int, int64_t)> hook) { step_hook_ = std::move(hook); }
     // The round's training metrics so far (loss, tokens, seconds).
     ClientRoundMetrics round_metrics() const;
-    // Evaluates on the client's test split and fills the accuracy fields of `m`.
+    // Evaluates on the client's test split and fills the accuracy fields of `m`. Data parallel:
+    // collective over the group (each member scores its share of the examples).
     void evaluate(ClientRoundMetrics& m);
 
     const ClientConfig& config() const { return config_; }
@@ -170,6 +171,7 @@ private:
     uint64_t seed_ = 0;
     std::unique_ptr<AlternatingTrainer> trainer_;
     std::unique_ptr<GradientSync> sync_;          // data parallel over a group of ranks
+    int member_ = 0, members_ = 1;
     double majority_rate_ = 0;
     int64_t steps_per_round_ = 0;
     RoundProgress progress_;

@@ -36,11 +36,16 @@ struct EvalResult {
     int64_t examples = 0;
     double accuracy = 0;           // label scoring
     double accuracy_generate = -1; // greedy generation exact match; -1 when not run
+    int64_t correct = 0, correct_generate = 0;  // the counts behind the two accuracies
 };
 
 struct EvalOptions {
     bool generate = true;
     int64_t limit = 0;  // evaluate the first `limit` examples (0 = all)
+    // A client over several ranks: member `member` of `members` evaluates its contiguous share of
+    // those examples (train/gradient_sync.h row_share); the members' counts add up to the whole
+    // evaluation, example by example the same (every example is scored on its own).
+    int member = 0, members = 1;
 };
 
 // `references` are the examples' outputs (exact-match targets); `encoded` their encodings.
