@@ -14,7 +14,8 @@
 // Trainable: every lora_A and lora_B (and, with --train-middle, every T); everything else frozen.
 //
 // Modes:
-//   timing (default)  warm-up steps, then --steps timed steps; median ms/step, tokens/s, GFLOP/s.
+//   timing (default)  warm-up steps, then --steps timed steps; median ms/step, tokens/s, GFLOP/s,
+//                     and the step peak memory (VmHWM over the steps above VmRSS before them).
 //   --check           no timing: a few steps recording loss and gradient norm, then the adapters
 //                     after them, for torch_step.py --check to compare against.
 //   --export-dir DIR  writes DIR/<preset>.init.safetensors (batch, initial A/B/T, hyper-parameters
@@ -122,6 +123,7 @@ struct Options {
     int peak_reps = 5;
     bool mallopt_tuned = true;
     std::string head = "rows";  // rows: LM head at the response rows only (h2tune's step); full: everywhere
+    bool activation_checkpointing = false;  // recompute each decoder block in the backward
 };
 
 // ---------------------------------------------------------------- analytic FLOPs
@@ -240,6 +242,7 @@ Setup build_setup(const Options& o, const std::string& preset) {
         s.model_dir = fs::absolute(s.model_dir).string();
     }
     model->train();
+    model->set_activation_checkpointing(o.activation_checkpointing);
     for (const auto& p : model->parameters()) s.base_params += p.numel();
 
     s.adapted = h2tune::attach_adapters(model, h2tune::adapter_module_types(), o.rank, o.alpha, o.seed + 1);
@@ -431,8 +434,29 @@ json run_check(const Options& o, Setup& s) {
     return j;
 }
 
+// Linux: a field of /proc/self/status in KiB ("VmRSS", "VmHWM"); -1 when unavailable.
+int64_t status_kib(const char* field) {
+    std::ifstream in("/proc/self/status");
+    std::string line;
+    const std::string key = std::string(field) + ":";
+    while (std::getline(in, line))
+        if (line.compare(0, key.size(), key) == 0) return std::stoll(line.substr(key.size()));
+    return -1;
+}
+
+// Resets the process's peak resident set (VmHWM) to its current one (Linux >= 4.0).
+bool reset_peak_rss() {
+    std::ofstream out("/proc/self/clear_refs");
+    out << "5";
+    return static_cast<bool>(out.flush());
+}
+
 json run_timing(const Options& o, Setup& s, const Peak& peak) {
     h2tune::AdapterTrainer trainer(s.trainable, finetune_options(o));
+    // Step memory: the peak resident set over the warm-up and timed steps above the resident set
+    // with the model, adapters and batch in place (the peak of loading is forgotten first).
+    const bool peak_reset = reset_peak_rss();
+    const int64_t rss_before_kib = status_kib("VmRSS");
     double first_loss = 0;
     for (int i = 0; i < o.warmup; ++i) {
         const StepResult r = train_step(s, trainer, false, o.head);
@@ -458,6 +482,9 @@ json run_timing(const Options& o, Setup& s, const Peak& peak) {
         }
         std::printf("%s: wrote profiler trace %s (%d steps)\n", s.preset.c_str(), path.c_str(), o.profile_steps);
     }
+    const int64_t hwm_kib = status_kib("VmHWM");
+    const double step_peak_mib =
+        peak_reset && hwm_kib >= 0 && rss_before_kib >= 0 ? static_cast<double>(hwm_kib - rss_before_kib) / 1024.0 : -1.0;
     const h2tune::LlamaConfig& c = s.adapted.model->config();
     const StepFlops fl = step_flops(c, o.batch, o.seq, o.rank, /*middle=*/true, o.train_middle, s.head_rows);
     const double ms = median(total);
@@ -479,6 +506,9 @@ json run_timing(const Options& o, Setup& s, const Peak& peak) {
             {"train_middle", o.train_middle},
             {"head", o.head},
             {"head_rows", s.head_rows},
+            {"activation_checkpointing", o.activation_checkpointing},
+            {"memory_mib", {{"resident_before_steps", static_cast<double>(rss_before_kib) / 1024.0},
+                            {"step_peak_above_it", step_peak_mib}}},
             {"tokens", s.batch.tokens},
             {"response_tokens", s.batch.response_tokens},
             {"base_params", s.base_params},
@@ -517,6 +547,12 @@ void print_table(const json& results, const Peak& peak, int threads) {
                     r["tokens_per_s"].get<double>(), r["flops"]["total"].get<double>() / 1e9,
                     r["gflops_per_s"].get<double>(), 100.0 * r["fraction_of_peak"].get<double>());
     }
+    for (const auto& r : results)
+        std::printf("%s: step peak memory %.0f MiB above the %.0f MiB resident before the steps (activation "
+                    "checkpointing %s)\n",
+                    r["preset"].get<std::string>().c_str(), r["memory_mib"]["step_peak_above_it"].get<double>(),
+                    r["memory_mib"]["resident_before_steps"].get<double>(),
+                    r["activation_checkpointing"].get<bool>() ? "on" : "off");
 }
 
 bool parse_options(int argc, char** argv, Options& o) {
@@ -545,6 +581,8 @@ bool parse_options(int argc, char** argv, Options& o) {
         ("t-std", po::value(&o.t_std)->default_value(o.t_std, "0.1"), "std of the middle matrix T")
         ("train-middle", po::bool_switch(&o.train_middle), "T is trainable too (default: fixed, as in a specific step)")
         ("head", po::value(&o.head)->default_value(o.head), "rows: LM head at the response rows only (h2tune's step); full: at every position (before)")
+        ("activation-checkpointing", po::bool_switch(&o.activation_checkpointing),
+         "recompute each decoder block in the backward (client.N.activation_checkpointing)")
         ("check", po::bool_switch(&o.check), "correctness mode: record losses/grad norms/adapters, no timing")
         ("check-steps", po::value(&o.check_steps)->default_value(o.check_steps), "optimiser steps in --check")
         ("export-dir", po::value(&o.export_dir), "write <preset>.init.safetensors (and --check results) here")
