@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -19,6 +20,7 @@
 #include "h2tune/comm/communicator.h"
 #include "h2tune/core/error.h"
 #include "h2tune/core/job_config.h"
+#include "h2tune/core/process_setup.h"
 
 namespace po = boost::program_options;
 namespace fs = std::filesystem;
@@ -31,6 +33,20 @@ int threads_per_rank(const JobConfig& job, const Communicator& comm) {
     if (job.run.threads > 0) return job.run.threads;
     const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     return std::max(1, cores / std::max(1, comm.local_size()));
+}
+
+// A rank with more threads than cores it may run on (mpirun's binding) gains nothing from them:
+// rank 0 says so once, with how many ranks are affected.
+void warn_if_bound_below(int threads, const Communicator& comm) {
+    const int cores = usable_cores();
+    const bool short_of_cores = cores > 0 && cores < threads;
+    const int64_t affected = comm.allreduce_sum(static_cast<int64_t>(short_of_cores ? 1 : 0));
+    if (comm.rank() != 0 || affected == 0) return;
+    std::printf("h2tune train: warning: %lld of %d ranks run %d threads on fewer cores (rank 0 may use %d); "
+                "mpirun binds each rank to one core when it starts one or two ranks: pass --bind-to none, or "
+                "--map-by slot:PE=%d --bind-to core\n",
+                static_cast<long long>(affected), comm.size(), threads, cores, threads);
+    std::fflush(stdout);
 }
 
 // The output directory, created now, so that a path that cannot hold outputs fails before any
@@ -122,7 +138,9 @@ int cmd_train(const Args& args) {
     MpiSession mpi(nullptr, nullptr);
     Communicator comm;
     install_stop_handlers();
-    set_compute_threads(threads_per_rank(job, comm));
+    const int threads = threads_per_rank(job, comm);
+    set_compute_threads(threads);
+    warn_if_bound_below(threads, comm);
     const fs::path metrics_path = fs::path(job.run.output) / "metrics.h5";
     if (comm.rank() == 0) require_writable_output(job.run.output);
     if (resume) choose_resume_point(comm, config_path, (fs::path(job.run.output) / "checkpoints").string(), job.run.rounds,

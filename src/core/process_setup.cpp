@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 #include <malloc.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -36,6 +37,13 @@ bool set_blas_threads(int threads) {
 void match_blas_threads(int threads) {
     if (threads < 1 || std::getenv("OPENBLAS_NUM_THREADS")) return;
     (void)set_blas_threads(threads);
+}
+
+int usable_cores() {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return 0;
+    return CPU_COUNT(&set);
 }
 
 }  // namespace h2tune
