@@ -4,9 +4,12 @@ rank, learning rate, batch, sequence length) for ROUNDS x STEPS optimiser steps 
 float32, then in bfloat16 (adapters, optimiser and loss in float32 either way) — and compares the
 per-round mean training loss and the final test accuracy.
 
-Usage: bench/bf16_tracking.py MODEL_DIR [--client 0] [--rounds 20] [--steps 10] [--build build]
-                              [--json OUT]
-Runs `h2tune train --method local` in a subprocess per dtype; reads the metrics with h5py.
+Usage: bench/bf16_tracking.py MODEL_DIR [--client 0] [--rounds 20] [--steps 10] [--threads 2]
+                              [--build build] [--keep DIR] [--json OUT]
+Runs `h2tune train --method local` in a subprocess per dtype (--build: the directory holding the
+h2tune executable); reads the metrics with h5py. The run directories go to a temporary directory,
+or to --keep DIR (DIR/f32, DIR/bf16, kept; each run's metrics.h5 grows round by round, so an
+interrupted comparison can still be read from there).
 """
 import argparse
 import configparser
@@ -15,6 +18,7 @@ import pathlib
 import subprocess
 import sys
 import tempfile
+import time
 
 import h5py
 import numpy as np
@@ -43,9 +47,13 @@ def run(args, dtype, out):
            "--set", f"clients.local_steps={args.steps}", "--set", f"clients.model_dir={args.model_dir}",
            "--set", f"clients.model_dtype={dtype}", "--set", "federation.eval_generate=false",
            "--set", f"federation.eval_examples={args.eval_examples}", "--set", "federation.checkpoint_every=0"]
-    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    t0 = time.time()
+    with open(out.parent / f"log_{dtype}.txt", "w") as log:
+        subprocess.run(cmd, check=True, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    seconds = time.time() - t0
+    print(f"{dtype}: {seconds:.0f} s", flush=True)
     with h5py.File(out / "metrics.h5", "r") as f:
-        return f["metrics/train_loss"][:, 0], f["metrics/test_accuracy"][:, 0]
+        return f["metrics/train_loss"][:, 0], f["metrics/test_accuracy"][:, 0], seconds
 
 
 def main():
@@ -57,12 +65,14 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--eval-examples", type=int, default=100)
     ap.add_argument("--build", default="build")
+    ap.add_argument("--keep", help="directory for the two runs (kept); default: a temporary directory")
     ap.add_argument("--json")
     args = ap.parse_args()
     args.model_dir = str(pathlib.Path(args.model_dir).resolve())
     with tempfile.TemporaryDirectory() as tmp:
-        f32_loss, f32_acc = run(args, "float32", pathlib.Path(tmp) / "f32")
-        bf_loss, bf_acc = run(args, "bfloat16", pathlib.Path(tmp) / "bf16")
+        base = pathlib.Path(args.keep).resolve() if args.keep else pathlib.Path(tmp)
+        f32_loss, f32_acc, f32_s = run(args, "float32", base / "f32")
+        bf_loss, bf_acc, bf_s = run(args, "bfloat16", base / "bf16")
     diff = np.abs(bf_loss - f32_loss)
     rel = diff / np.abs(f32_loss)
     print(f"{'round':>5} {'float32':>10} {'bfloat16':>10} {'|diff|':>9} {'rel':>8}")
@@ -73,8 +83,10 @@ def main():
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(dict(
             steps=args.rounds * args.steps, float32=f32_loss.tolist(), bfloat16=bf_loss.tolist(),
-            max_abs=float(diff.max()), max_rel=float(rel.max()), acc_float32=float(f32_acc[-1]),
-            acc_bfloat16=float(bf_acc[-1])), indent=1))
+            max_abs=float(diff.max()), max_rel=float(rel.max()), mean_rel=float(rel.mean()),
+            rel=rel.tolist(), acc_float32=float(f32_acc[-1]), acc_bfloat16=float(bf_acc[-1]),
+            seconds_float32=f32_s, seconds_bfloat16=bf_s, threads=args.threads, model_dir=args.model_dir,
+            h2tune=str(ROOT / args.build / "h2tune")), indent=1))
     return 0
 
 
