@@ -434,29 +434,12 @@ json run_check(const Options& o, Setup& s) {
     return j;
 }
 
-// Linux: a field of /proc/self/status in KiB ("VmRSS", "VmHWM"); -1 when unavailable.
-int64_t status_kib(const char* field) {
-    std::ifstream in("/proc/self/status");
-    std::string line;
-    const std::string key = std::string(field) + ":";
-    while (std::getline(in, line))
-        if (line.compare(0, key.size(), key) == 0) return std::stoll(line.substr(key.size()));
-    return -1;
-}
-
-// Resets the process's peak resident set (VmHWM) to its current one (Linux >= 4.0).
-bool reset_peak_rss() {
-    std::ofstream out("/proc/self/clear_refs");
-    out << "5";
-    return static_cast<bool>(out.flush());
-}
-
 json run_timing(const Options& o, Setup& s, const Peak& peak) {
     h2tune::AdapterTrainer trainer(s.trainable, finetune_options(o));
     // Step memory: the peak resident set over the warm-up and timed steps above the resident set
     // with the model, adapters and batch in place (the peak of loading is forgotten first).
-    const bool peak_reset = reset_peak_rss();
-    const int64_t rss_before_kib = status_kib("VmRSS");
+    const bool peak_reset = h2tune::reset_peak_resident_memory();
+    const int64_t rss_before = h2tune::resident_memory_bytes();
     double first_loss = 0;
     for (int i = 0; i < o.warmup; ++i) {
         const StepResult r = train_step(s, trainer, false, o.head);
@@ -482,9 +465,9 @@ json run_timing(const Options& o, Setup& s, const Peak& peak) {
         }
         std::printf("%s: wrote profiler trace %s (%d steps)\n", s.preset.c_str(), path.c_str(), o.profile_steps);
     }
-    const int64_t hwm_kib = status_kib("VmHWM");
+    const int64_t hwm = h2tune::peak_resident_memory_bytes();
     const double step_peak_mib =
-        peak_reset && hwm_kib >= 0 && rss_before_kib >= 0 ? static_cast<double>(hwm_kib - rss_before_kib) / 1024.0 : -1.0;
+        peak_reset && hwm >= 0 && rss_before >= 0 ? static_cast<double>(hwm - rss_before) / (1024.0 * 1024.0) : -1.0;
     const h2tune::LlamaConfig& c = s.adapted.model->config();
     const StepFlops fl = step_flops(c, o.batch, o.seq, o.rank, /*middle=*/true, o.train_middle, s.head_rows);
     const double ms = median(total);
@@ -507,7 +490,7 @@ json run_timing(const Options& o, Setup& s, const Peak& peak) {
             {"head", o.head},
             {"head_rows", s.head_rows},
             {"activation_checkpointing", o.activation_checkpointing},
-            {"memory_mib", {{"resident_before_steps", static_cast<double>(rss_before_kib) / 1024.0},
+            {"memory_mib", {{"resident_before_steps", static_cast<double>(rss_before) / (1024.0 * 1024.0)},
                             {"step_peak_above_it", step_peak_mib}}},
             {"tokens", s.batch.tokens},
             {"response_tokens", s.batch.response_tokens},

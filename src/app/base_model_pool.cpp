@@ -3,7 +3,6 @@
 #include <torch/torch.h>
 
 #include <filesystem>
-#include <fstream>
 #include <string>
 
 #include "h2tune/io/file_fingerprint.h"
@@ -18,15 +17,6 @@ std::string canonical_key(const std::string& path) {
     std::error_code ec;
     const fs::path p = fs::weakly_canonical(fs::absolute(path), ec);
     return ec ? fs::absolute(path).lexically_normal().string() : p.string();
-}
-
-int64_t status_kib(const char* field) {
-    std::ifstream in("/proc/self/status");
-    std::string line;
-    const std::string prefix = std::string(field) + ":";
-    while (std::getline(in, line))
-        if (line.compare(0, prefix.size(), prefix) == 0) return std::stoll(line.substr(prefix.size()));
-    return -1;
 }
 }  // namespace
 
@@ -62,16 +52,6 @@ int64_t BaseModelPool::model_bytes() const {
         for (const auto& b : m->buffers()) bytes += b.numel() * static_cast<int64_t>(b.element_size());
     }
     return bytes;
-}
-
-int64_t resident_memory_bytes() {
-    const int64_t kib = status_kib("VmRSS");
-    return kib < 0 ? -1 : kib * 1024;
-}
-
-int64_t peak_resident_memory_bytes() {
-    const int64_t kib = status_kib("VmHWM");
-    return kib < 0 ? -1 : kib * 1024;
 }
 
 }  // namespace h2tune

@@ -25,6 +25,7 @@
 #include "h2tune/app/stop_signal.h"
 #include "h2tune/core/error.h"
 #include "h2tune/core/methods.h"
+#include "h2tune/core/process_setup.h"
 #include "h2tune/core/rng.h"
 #include "h2tune/io/file_fingerprint.h"
 #include "h2tune/io/metrics_file.h"

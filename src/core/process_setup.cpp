@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <fstream>
+#include <string>
 
 namespace h2tune {
 
@@ -44,6 +46,34 @@ int usable_cores() {
     CPU_ZERO(&set);
     if (sched_getaffinity(0, sizeof set, &set) != 0) return 0;
     return CPU_COUNT(&set);
+}
+
+namespace {
+// A field of /proc/self/status in KiB ("VmRSS", "VmHWM"); -1 when unavailable.
+int64_t status_kib(const char* field) {
+    std::ifstream in("/proc/self/status");
+    std::string line;
+    const std::string prefix = std::string(field) + ":";
+    while (std::getline(in, line))
+        if (line.compare(0, prefix.size(), prefix) == 0) return std::stoll(line.substr(prefix.size()));
+    return -1;
+}
+}  // namespace
+
+int64_t resident_memory_bytes() {
+    const int64_t kib = status_kib("VmRSS");
+    return kib < 0 ? -1 : kib * 1024;
+}
+
+int64_t peak_resident_memory_bytes() {
+    const int64_t kib = status_kib("VmHWM");
+    return kib < 0 ? -1 : kib * 1024;
+}
+
+bool reset_peak_resident_memory() {
+    std::ofstream out("/proc/self/clear_refs");
+    out << "5";
+    return static_cast<bool>(out.flush());
 }
 
 }  // namespace h2tune

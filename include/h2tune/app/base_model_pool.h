@@ -43,9 +43,4 @@ private:
     std::map<std::string, std::shared_ptr<const BpeTokenizer>> tokenizers_;  // canonical path
 };
 
-// Resident memory of this process in bytes (VmRSS) and its peak (VmHWM), from /proc/self/status;
-// -1 where the system does not provide them.
-int64_t resident_memory_bytes();
-int64_t peak_resident_memory_bytes();
-
 }  // namespace h2tune

@@ -2,6 +2,8 @@
 // benchmarks so that both measure the same process.
 #pragma once
 
+#include <cstdint>
+
 namespace h2tune {
 
 // OpenMP threads that busy-wait between LibTorch operations steal the cores from each other and
@@ -29,5 +31,13 @@ bool set_blas_threads(int threads);
 // threads may still have only one core (measured: 1 rank, 2 threads, 135 M client: 28.8 s bound,
 // 18.7 s with --bind-to none).
 int usable_cores();
+
+// Resident memory of this process in bytes (VmRSS) and its peak (VmHWM), from /proc/self/status;
+// -1 where the system does not provide them. reset_peak_resident_memory() sets the peak to the
+// current resident set (Linux >= 4.0: /proc/self/clear_refs), so that a later peak measures what
+// came after; false where that is not possible.
+int64_t resident_memory_bytes();
+int64_t peak_resident_memory_bytes();
+bool reset_peak_resident_memory();
 
 }  // namespace h2tune
