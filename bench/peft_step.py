@@ -123,22 +123,11 @@ def main():
     from safetensors import safe_open
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from torch_step import blas_threads, _openblas, measure_peak, scheduled_lr, step_flops  # noqa: E402
+    from torch_step import (blas_threads, measure_peak, scheduled_lr, set_threads, step_flops,  # noqa: E402
+                            thread_environment)
 
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    threads = torch.get_num_threads()
-    if args.blas_threads > 0:
-        lib = _openblas()
-        if lib is None:
-            print("peft_step.py: --blas-threads: the BLAS is not OpenBLAS; ignored", file=sys.stderr)
-        else:
-            lib.openblas_set_num_threads(args.blas_threads)
-
-    env = {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                          "MKL_NUM_THREADS", "GOMP_SPINCOUNT", "OMP_PROC_BIND")}
-    env["mallopt_tuned"] = mallopt_tuned
-    env["blas_threads"] = blas_threads()
+    threads = set_threads("peft_step.py", args.threads, args.blas_threads)
+    env = thread_environment(mallopt_tuned)
     out = {"tool": "peft_step", "impl": "peft", "torch_version": torch.__version__,
            "transformers_version": transformers.__version__, "peft_version": peft.__version__,
            "python": sys.version.split()[0], "threads": threads, "blas_threads": blas_threads(), "env": env,

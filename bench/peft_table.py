@@ -19,6 +19,12 @@ import sys
 QUIET = 0.10  # "quiet" rounds: other processes below this share of the CPU time in both runs
 
 
+def per_round(side, key, i):
+    """Round i's value of a per-round list that older result files may lack (None then)."""
+    values = side.get(key)
+    return values[i] if values else None
+
+
 def fmt_share(x):
     return "—" if x is None else f"{100 * x:.0f} %"
 
@@ -73,8 +79,8 @@ def main(paths):
     for _, res, r in rows:
         h, p = r["h2tune"], r["peft"]
         for i in range(res["rounds"]):
-            oh = (h.get("other_cpu_share") or [None] * res["rounds"])[i]
-            opf = (p.get("other_cpu_share") or [None] * res["rounds"])[i]
+            oh = per_round(h, "other_cpu_share", i)
+            opf = per_round(p, "other_cpu_share", i)
             if oh is not None and opf is not None and max(oh, opf) < QUIET:
                 quiet.append((r, i, oh, opf))
     if quiet:
@@ -104,10 +110,10 @@ def main(paths):
         h, p = r["h2tune"], r["peft"]
         for i in range(res["rounds"]):
             lh, lp = h["load_before"][i], p["load_before"][i]
-            nh = (h.get("nice_cpu_share") or [None] * res["rounds"])[i]
-            npf = (p.get("nice_cpu_share") or [None] * res["rounds"])[i]
-            oh = (h.get("other_cpu_share") or [None] * res["rounds"])[i]
-            opf = (p.get("other_cpu_share") or [None] * res["rounds"])[i]
+            nh = per_round(h, "nice_cpu_share", i)
+            npf = per_round(p, "nice_cpu_share", i)
+            oh = per_round(h, "other_cpu_share", i)
+            opf = per_round(p, "other_cpu_share", i)
             print(f"| {r['model']} | {i + 1} | {h['ms_per_round'][i]:.0f} | {p['ms_per_round'][i]:.0f} | "
                   f"{r['speed_per_round'][i]:.3f} | {h['peak_per_round'][i]:.0f} / {p['peak_per_round'][i]:.0f} | "
                   f"{lh[0] if lh else float('nan'):.2f} / {lp[0] if lp else float('nan'):.2f} | "

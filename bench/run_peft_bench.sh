@@ -325,19 +325,16 @@ def med(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
 
-loads = {}
-if os.path.exists(os.path.join(work, "load.jsonl")):
-    with open(os.path.join(work, "load.jsonl")) as f:
-        for line in f:
-            j = json.loads(line)
-            loads[j["label"]] = j
+def by_label(name):
+    """The records of work/NAME (one JSON object per line) by their "label"; {} when absent."""
+    path = os.path.join(work, name)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return {j["label"]: j for j in map(json.loads, f)}
 
-rss = {}
-if os.path.exists(os.path.join(work, "rss.jsonl")):
-    with open(os.path.join(work, "rss.jsonl")) as f:
-        for line in f:
-            j = json.loads(line)
-            rss[j["label"]] = j
+loads = by_label("load.jsonl")
+rss = by_label("rss.jsonl")
 
 rows, meta = [], {}
 for m in models:

@@ -460,6 +460,28 @@ def blas_threads():
     return lib.openblas_get_num_threads() if lib is not None else -1
 
 
+def set_threads(prog, threads, blas):
+    """torch.set_num_threads(threads) and OpenBLAS's pool (0: leave either); returns torch's count."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+    if blas > 0:
+        lib = _openblas()
+        if lib is None:
+            print(f"{prog}: --blas-threads: the BLAS is not OpenBLAS; ignored", file=sys.stderr)
+        else:
+            lib.openblas_set_num_threads(blas)
+    return torch.get_num_threads()
+
+
+def thread_environment(mallopt_tuned):
+    """The settings that decide how a step uses the cores, recorded with every result."""
+    env = {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                          "MKL_NUM_THREADS", "GOMP_SPINCOUNT", "OMP_PROC_BIND")}
+    env["mallopt_tuned"] = mallopt_tuned
+    env["blas_threads"] = blas_threads()
+    return env
+
+
 def global_grad_norm(params):
     sq = 0.0
     for p in params:
@@ -705,21 +727,10 @@ def main():
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-4, 0)
         libc.mallopt(-1, 1 << 30)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    threads = torch.get_num_threads()
-    if args.blas_threads > 0:
-        lib = _openblas()
-        if lib is None:
-            print("torch_step.py: --blas-threads: the BLAS is not OpenBLAS; ignored", file=sys.stderr)
-        else:
-            lib.openblas_set_num_threads(args.blas_threads)
+    threads = set_threads("torch_step.py", args.threads, args.blas_threads)
     presets = ["h2-tiny", "h2-small", "h2-base"] if args.preset == "all" else [p for p in args.preset.split(",") if p]
 
-    env = {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                          "MKL_NUM_THREADS", "GOMP_SPINCOUNT", "OMP_PROC_BIND")}
-    env["mallopt_tuned"] = mallopt_tuned
-    env["blas_threads"] = blas_threads()
+    env = thread_environment(mallopt_tuned)
     out = {"tool": "torch_step", "impl": "python", "torch_version": torch.__version__, "threads": threads,
            "blas_threads": blas_threads(),
            "python": sys.version.split()[0], "env": env}

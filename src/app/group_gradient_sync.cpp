@@ -58,6 +58,15 @@ void read_gradients(const torch::Tensor& summed, const float* flags, const std::
     }
 }
 
+// Every defined gradient into its slot of the flat buffer (any device), after the head.
+void write_gradients(torch::Tensor& flat, const std::vector<torch::Tensor>& parameters, size_t head) {
+    int64_t offset = static_cast<int64_t>(head);
+    for (const auto& p : parameters) {
+        if (p.grad().defined()) flat.narrow(0, offset, p.numel()).copy_(p.grad().reshape(-1));
+        offset += p.numel();
+    }
+}
+
 }  // namespace
 
 GroupGradientSync::GroupGradientSync(const Communicator& group, const volatile std::sig_atomic_t* stop, torch::Device device)
@@ -78,12 +87,8 @@ void GroupGradientSync::sum_on_host(const std::vector<torch::Tensor>& parameters
     const SyncLayout l = layout_of(parameters, scalars);
     std::vector<float> mine(l.size(), 0.0f);
     write_head(mine.data(), l, parameters, scalars, stop_ && *stop_ != 0);
-    int64_t offset = static_cast<int64_t>(l.head());
     torch::Tensor flat = torch::from_blob(mine.data(), {static_cast<int64_t>(mine.size())}, torch::kFloat32);
-    for (const auto& p : parameters) {
-        if (p.grad().defined()) flat.narrow(0, offset, p.numel()).copy_(p.grad().reshape(-1));
-        offset += p.numel();
-    }
+    write_gradients(flat, parameters, l.head());
     std::vector<float> all = group_.allgather(mine);
     const auto members = static_cast<int64_t>(group_.size()), n = static_cast<int64_t>(l.size());
     torch::Tensor parts = torch::from_blob(all.data(), {members, n}, torch::kFloat32);
@@ -111,11 +116,7 @@ void GroupGradientSync::sum_with_nccl(const std::vector<torch::Tensor>& paramete
     torch::Tensor flat = torch::zeros({static_cast<int64_t>(l.size())}, torch::TensorOptions().dtype(torch::kFloat32).device(device_));
     flat.narrow(0, 0, static_cast<int64_t>(l.head()))
         .copy_(torch::from_blob(head.data(), {static_cast<int64_t>(l.head())}, torch::kFloat32));
-    int64_t offset = static_cast<int64_t>(l.head());
-    for (const auto& p : parameters) {
-        if (p.grad().defined()) flat.narrow(0, offset, p.numel()).copy_(p.grad().reshape(-1));
-        offset += p.numel();
-    }
+    write_gradients(flat, parameters, l.head());
     nccl_->allreduce_sum(flat.data_ptr<float>(), static_cast<size_t>(flat.numel()),
                          c10::cuda::getCurrentCUDAStream(device_.index()).stream());
     torch::Tensor summed_head = flat.narrow(0, 0, static_cast<int64_t>(l.head())).cpu();
