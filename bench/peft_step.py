@@ -124,7 +124,7 @@ def main():
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from torch_step import (blas_threads, measure_peak, scheduled_lr, set_threads, step_flops,  # noqa: E402
-                            thread_environment)
+                            thread_environment, write_json)
 
     threads = set_threads("peft_step.py", args.threads, args.blas_threads)
     env = thread_environment(mallopt_tuned)
@@ -305,12 +305,7 @@ def main():
           f"{result['tokens_per_s']:10.1f} {fl['total'] / 1e9:9.3f} {gflops:9.2f} "
           f"{100 * result['fraction_of_peak']:6.1f}% {step_mib:>9s} {first_loss:10.6f}")
     if args.json:
-        d = os.path.dirname(args.json)
-        if d:
-            os.makedirs(d, exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
-            f.write("\n")
+        write_json(args.json, out)
     return 0
 
 

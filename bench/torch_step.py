@@ -460,6 +460,16 @@ def blas_threads():
     return lib.openblas_get_num_threads() if lib is not None else -1
 
 
+def write_json(path, obj):
+    """`obj` as indented JSON at `path`, creating its directory."""
+    d = os.path.dirname(path)
+    if d:
+        os.makedirs(d, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+
+
 def set_threads(prog, threads, blas):
     """torch.set_num_threads(threads) and OpenBLAS's pool (0: leave either); returns torch's count."""
     if threads > 0:
@@ -765,12 +775,7 @@ def main():
                   f"{r['phase_ms']['backward']:9.2f} {r['phase_ms']['optimizer']:9.2f} {r['tokens_per_s']:10.1f} "
                   f"{r['flops']['total'] / 1e9:9.3f} {r['gflops_per_s']:9.2f} {100 * r['fraction_of_peak']:6.1f}%")
     if args.json:
-        d = os.path.dirname(args.json)
-        if d:
-            os.makedirs(d, exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
-            f.write("\n")
+        write_json(args.json, out)
     return 0 if all_ok else 1
 
 
