@@ -99,30 +99,47 @@ class Config:
         self.rope_theta = float(j.get("rope_theta", 10000.0))
         self.rms_norm_eps = float(j.get("rms_norm_eps", 1e-6))
         self.tie_word_embeddings = bool(j.get("tie_word_embeddings", False))
-        self.head_dim = self.hidden_size // self.num_attention_heads
+        # The traits of the built-in presets' three families (llama, qwen2, gemma); the rest of
+        # h2tune's family table (Gemma 2, Mistral windows, rope scaling) is refused by name.
+        self.model_type = j.get("model_type", "llama")
+        if self.model_type not in ("llama", "qwen2", "gemma"):
+            raise ValueError(f"model_type {self.model_type!r} is not implemented in torch_step.py (llama, qwen2, gemma)")
+        gemma = self.model_type == "gemma"
+        self.head_dim = int(j.get("head_dim") or self.hidden_size // self.num_attention_heads)
+        self.qkv_bias = self.model_type == "qwen2" or bool(j.get("attention_bias", False))
+        self.o_bias = self.model_type != "qwen2" and bool(j.get("attention_bias", False))
+        if j.get("mlp_bias"):
+            raise ValueError("mlp_bias is not implemented in torch_step.py")
+        act = (j.get("hidden_activation") or "gelu_pytorch_tanh") if gemma else j.get("hidden_act", "silu")
+        if act not in ("silu", "gelu_pytorch_tanh"):
+            raise ValueError(f"activation {act!r} is not implemented in torch_step.py")
+        self.activation = act
+        self.norm_unit_offset = gemma      # x_hat * (1 + w), in float32
+        self.scale_embeddings = gemma      # embeddings * sqrt(hidden_size)
         if j.get("rope_scaling"):
             raise ValueError("rope_scaling is not implemented in torch_step.py")
-        if j.get("head_dim") not in (None, self.head_dim):
-            raise ValueError("config.json head_dim differs from hidden_size / num_attention_heads")
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, dim, eps):
+    def __init__(self, dim, eps, unit_offset=False):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim), requires_grad=False)
         self.eps = eps
+        self.unit_offset = unit_offset  # Gemma: the stored weight is w in x_hat * (1 + w)
 
     def forward(self, x):
         variance = x.pow(2).mean(-1, keepdim=True)
-        return self.weight * (x * torch.rsqrt(variance + self.eps))
+        w = 1.0 + self.weight if self.unit_offset else self.weight
+        return w * (x * torch.rsqrt(variance + self.eps))
 
 
 class AdaptedLinear(nn.Module):
     """Frozen bias-free W0 plus the triple-matrix adapter: y = x W0^T + s * ((u + u T^T) B^T), u = x A^T."""
 
-    def __init__(self, in_features, out_features):
+    def __init__(self, in_features, out_features, bias=False):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(out_features, in_features), requires_grad=False)
+        self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
         self.lora_A = None
         self.lora_B = None
         self.middle = None
@@ -135,7 +152,7 @@ class AdaptedLinear(nn.Module):
         self.scale = scale
 
     def forward(self, x):
-        y = F.linear(x, self.weight)
+        y = F.linear(x, self.weight, self.bias)
         if self.lora_A is None:
             return y
         u = F.linear(x, self.lora_A)
@@ -163,10 +180,10 @@ class Attention(nn.Module):
         self.c = c
         self.impl = impl
         h, d = c.hidden_size, c.head_dim
-        self.q_proj = AdaptedLinear(h, c.num_attention_heads * d)
-        self.k_proj = AdaptedLinear(h, c.num_key_value_heads * d)
-        self.v_proj = AdaptedLinear(h, c.num_key_value_heads * d)
-        self.o_proj = AdaptedLinear(c.num_attention_heads * d, h)
+        self.q_proj = AdaptedLinear(h, c.num_attention_heads * d, c.qkv_bias)
+        self.k_proj = AdaptedLinear(h, c.num_key_value_heads * d, c.qkv_bias)
+        self.v_proj = AdaptedLinear(h, c.num_key_value_heads * d, c.qkv_bias)
+        self.o_proj = AdaptedLinear(c.num_attention_heads * d, h, c.o_bias)
 
     def forward(self, x, cos, sin, mask, grouped_mask):
         c = self.c
@@ -210,9 +227,12 @@ class MLP(nn.Module):
         self.gate_proj = AdaptedLinear(c.hidden_size, c.intermediate_size)
         self.up_proj = AdaptedLinear(c.hidden_size, c.intermediate_size)
         self.down_proj = AdaptedLinear(c.intermediate_size, c.hidden_size)
+        self.activation = c.activation
 
     def forward(self, x):
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        g = self.gate_proj(x)
+        g = F.silu(g) if self.activation == "silu" else F.gelu(g, approximate="tanh")
+        return self.down_proj(g * self.up_proj(x))
 
 
 class DecoderLayer(nn.Module):
@@ -220,8 +240,8 @@ class DecoderLayer(nn.Module):
         super().__init__()
         self.self_attn = Attention(c, impl)
         self.mlp = MLP(c)
-        self.input_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
-        self.post_attention_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+        self.input_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps, c.norm_unit_offset)
+        self.post_attention_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps, c.norm_unit_offset)
 
     def forward(self, x, cos, sin, mask, grouped_mask):
         h = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, grouped_mask)
@@ -234,7 +254,7 @@ class LlamaForCausalLM(nn.Module):
         self.c = c
         self.embed_tokens = nn.Parameter(torch.empty(c.vocab_size, c.hidden_size), requires_grad=False)
         self.layers = nn.ModuleList([DecoderLayer(c, impl) for _ in range(c.num_hidden_layers)])
-        self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+        self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps, c.norm_unit_offset)
         self.lm_head = (None if c.tie_word_embeddings
                         else nn.Parameter(torch.empty(c.vocab_size, c.hidden_size), requires_grad=False))
         d = c.head_dim
@@ -265,6 +285,8 @@ class LlamaForCausalLM(nn.Module):
                 self.lm_head.copy_(tensors["lm_head.weight"].float())
             for name, proj in self.projections():
                 proj.weight.copy_(tensors[name + ".weight"].float())
+                if proj.bias is not None:
+                    proj.bias.copy_(tensors[name + ".bias"].float())
             for i, l in enumerate(self.layers):
                 p = f"model.layers.{i}."
                 l.input_layernorm.weight.copy_(tensors[p + "input_layernorm.weight"].float())
@@ -294,6 +316,8 @@ class LlamaForCausalLM(nn.Module):
         cos = self.cos_cached.index_select(0, flat).view(b, t, c.head_dim)
         sin = self.sin_cached.index_select(0, flat).view(b, t, c.head_dim)
         h = F.embedding(input_ids, self.embed_tokens)
+        if c.scale_embeddings:
+            h = h * torch.tensor(math.sqrt(c.hidden_size), dtype=h.dtype)
         for layer in self.layers:
             h = layer(h, cos, sin, mask, grouped_mask)
         return self.norm(h)

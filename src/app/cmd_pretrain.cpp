@@ -12,11 +12,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "h2tune/app/build_info.h"
 #include "h2tune/app/cli.h"
 #include "h2tune/app/command_options.h"
 #include "h2tune/core/error.h"
 #include "h2tune/core/input_file.h"
 #include "h2tune/core/rng.h"
+#include "h2tune/io/file_fingerprint.h"
 #include "h2tune/model/llama.h"
 #include "h2tune/tokenizer/bpe_tokenizer.h"
 #include "h2tune/train/finetune.h"
@@ -231,7 +233,16 @@ void save_outputs(LlamaForCausalLM& model, const BpeTokenizer& tok, const LlamaC
                           {"final_train_loss", r.smoothed_loss},
                           {"heldout_loss", held},
                           {"seconds", r.seconds},
-                          {"tokens_per_second", static_cast<double>(s.steps * s.batch * s.len) / r.seconds}};
+                          {"tokens_per_second", static_cast<double>(s.steps * s.batch * s.len) / r.seconds},
+                          // Provenance: which weights these are (the fingerprint every run that
+                          // uses them records in metrics.h5 and `h2tune report` prints) and what
+                          // made them (pretraining is deterministic on one machine and build, not
+                          // across CPUs or BLAS builds).
+                          {"model_type", cfg.model_type},
+                          {"fingerprint", model_fingerprint(out.string(), (out / "tokenizer.json").string())},
+                          {"git_sha", git_sha()},
+                          {"cpu_model", cpu_model()},
+                          {"torch_version", torch_version()}};
     std::ofstream(out / "pretrain.json") << log.dump(2) << "\n";
     std::printf("pretrain: wrote %s\n", out.string().c_str());
 }

@@ -296,6 +296,37 @@ TEST(LlamaConfig, PresetsFormAFamily) {
     expect_error_with([] { llama_preset("h2-huge", 100); }, {"h2-huge", "h2-tiny", "h2-small", "h2-base"});
 }
 
+// The embedded default federates model families, so each preset is a different family with that
+// family's traits, and its config.json reads back as the same model.
+TEST(LlamaConfig, PresetsAreThreeFamilies) {
+    const LlamaConfig tiny = llama_preset("h2-tiny", 4096);
+    const LlamaConfig small = llama_preset("h2-small", 4096);
+    const LlamaConfig base = llama_preset("h2-base", 4096);
+    EXPECT_EQ(tiny.model_type, "llama");
+    EXPECT_EQ(small.model_type, "qwen2");
+    EXPECT_EQ(base.model_type, "gemma");
+    EXPECT_FALSE(tiny.q_proj_has_bias());
+    EXPECT_EQ(tiny.hidden_act, "silu");
+    EXPECT_TRUE(small.qkv_bias);
+    EXPECT_FALSE(small.attention_bias);
+    EXPECT_DOUBLE_EQ(small.rope_theta, 1e6);
+    EXPECT_TRUE(base.norm_unit_offset);
+    EXPECT_TRUE(base.scale_embeddings);
+    EXPECT_FALSE(base.sandwich_norms);
+    EXPECT_EQ(base.hidden_act, "gelu_pytorch_tanh");
+    EXPECT_EQ(base.head_dim(), 48);
+    EXPECT_NE(base.head_dim() * base.num_attention_heads, base.hidden_size);  // the explicit head_dim matters
+    for (const LlamaConfig& c : {tiny, small, base}) {
+        EXPECT_FALSE(c.norm_unit_offset && c.model_type != "gemma") << c.model_type;
+        const LlamaConfig back = LlamaConfig::from_json(c.to_json());
+        EXPECT_EQ(back.to_json().dump(), c.to_json().dump()) << c.model_type;
+        EXPECT_EQ(back.qkv_bias, c.qkv_bias);
+        EXPECT_EQ(back.norm_unit_offset, c.norm_unit_offset);
+        EXPECT_EQ(back.head_dim(), c.head_dim());
+        EXPECT_EQ(back.hidden_act, c.hidden_act);
+    }
+}
+
 TEST(LlamaConfig, ParameterCountMatchesTheModel) {
     for (bool tied : {true, false}) {
         const LlamaConfig c = small_config(tied);
