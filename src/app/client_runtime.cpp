@@ -496,12 +496,8 @@ void ClientRuntime::load_state(const std::map<std::string, torch::Tensor>& state
     trainer_->fix_middles();
 }
 
-void ClientRuntime::evaluate(ClientRoundMetrics& m) {
-    auto t0 = std::chrono::steady_clock::now();
-    EvalOptions opt;
-    opt.generate = federation_.eval_generate;
-    opt.limit = federation_.eval_examples;
-    activate();
+EvalResult ClientRuntime::score_test_split(const EvalOptions& options) {
+    EvalOptions opt = options;
     if (sync_) {  // a group splits the examples; every member must come here
         opt.member = member_;
         opt.members = members_;
@@ -515,9 +511,37 @@ void ClientRuntime::evaluate(ClientRoundMetrics& m) {
         r.accuracy = n > 0 ? counts[0] / n : 0.0;
         if (opt.generate) r.accuracy_generate = n > 0 ? counts[1] / n : -1.0;
     }
+    return r;
+}
+
+void ClientRuntime::evaluate(ClientRoundMetrics& m) {
+    auto t0 = std::chrono::steady_clock::now();
+    EvalOptions opt;
+    opt.generate = federation_.eval_generate;
+    opt.limit = federation_.eval_examples;
+    activate();
+    const EvalResult r = score_test_split(opt);
     m.test_accuracy = r.accuracy;
     m.test_accuracy_generate = r.accuracy_generate;
+    if (federation_.eval_probes && shared_) evaluate_probes(m);
     m.eval_seconds = seconds_since(t0);
+}
+
+// What the shared channel carries: the same test examples scored (by likelihood) with every
+// middle matrix T = sum_j Pi[j, l] G^j[Omega] + D replaced by the round's residual D alone (what
+// came from the bank removed, what this round's shared steps added kept), then by zero (T + I =
+// I: the adapter is the plain LoRA B A the specific steps trained around T). The trained T is
+// put back afterwards, bit for bit (it is recomputed from the same Z, slices and D).
+void ClientRuntime::evaluate_probes(ClientRoundMetrics& m) {
+    EvalOptions opt;
+    opt.generate = false;
+    opt.limit = federation_.eval_examples;
+    const torch::Tensor residual = shared_->residual().detach();
+    trainer_->set_middles(residual);
+    m.test_accuracy_no_download = score_test_split(opt).accuracy;
+    trainer_->set_middles(torch::zeros_like(residual));
+    m.test_accuracy_no_middle = score_test_split(opt).accuracy;
+    trainer_->fix_middles();
 }
 
 }  // namespace h2tune

@@ -47,6 +47,9 @@ struct RunSummary {
     // does not record it).
     std::string git_sha, cpu_model, torch_version;
     std::vector<std::string> base_models;  // per client: the base model files' fingerprint
+    // federation.eval_probes: per client, the final round's accuracy without the downloaded
+    // mixture and without T (NaN where the run did not measure them).
+    std::vector<double> final_no_download, final_no_middle;
 };
 
 // "section.key" -> value of the resolved job stored as /config.
@@ -106,6 +109,27 @@ int64_t rounds_recorded(const Hdf5File& f, const char* const (&names)[N]) {
     }
     return std::max_element(votes.begin(), votes.end(), [](const auto& a, const auto& b) { return a.second < b.second; })
         ->first;
+}
+
+// The probes' values in the round that gave each client its final accuracy (files from before
+// federation.eval_probes, or runs without it, hold none: NaN).
+void read_final_probes(const Hdf5File& f, RunSummary& s, const std::vector<double>& acc) {
+    const int64_t K = s.clients;
+    const auto final_of = [&](const char* name) {
+        std::vector<double> out(static_cast<size_t>(K), kNaN);
+        if (!f.exists(name)) return out;
+        const std::vector<double> v = read_shaped(f, s.path, name, {s.rounds, K}, "rounds x num_clients");
+        for (int64_t k = 0; k < K; ++k)
+            for (int64_t r = s.rounds - 1; r >= 0; --r) {
+                const size_t i = static_cast<size_t>(r * K + k);
+                if (!std::isfinite(acc[i])) continue;
+                if (v[i] >= 0) out[static_cast<size_t>(k)] = v[i];  // -1: not measured
+                break;
+            }
+        return out;
+    };
+    s.final_no_download = final_of("/metrics/test_accuracy_no_download");
+    s.final_no_middle = final_of("/metrics/test_accuracy_no_middle");
 }
 
 RunSummary summarise(const std::string& dir_or_file) {
@@ -178,6 +202,7 @@ RunSummary summarise(const std::string& dir_or_file) {
         const std::string name = "base_model_" + std::to_string(k);
         s.base_models.push_back(f.has_attribute("/clients", name) ? f.string_attribute("/clients", name) : "");
     }
+    read_final_probes(f, s, acc);
     return s;
 }
 
@@ -827,6 +852,36 @@ std::string paired_tables(const std::vector<Group>& groups, const std::vector<Me
            out.str();
 }
 
+// What each H2Tune client's final accuracy owes the shared channel (federation.eval_probes): the
+// accuracy with every T replaced by the round's residual D (the bank's mixture removed) and by
+// zero, as means over seeds; empty when no run measured them.
+std::string probe_table(const std::vector<Group>& groups) {
+    std::ostringstream out;
+    for (const auto& g : groups) {
+        const size_t K = static_cast<size_t>(g.runs.front()->clients);
+        for (size_t k = 0; k < K; ++k) {
+            std::vector<double> fin, no_dl, no_t;
+            for (const auto* r : g.runs) {
+                if (!std::isfinite(r->final_no_download[k]) || !std::isfinite(r->final_no_middle[k])) continue;
+                fin.push_back(r->final_acc[k]);
+                no_dl.push_back(r->final_no_download[k]);
+                no_t.push_back(r->final_no_middle[k]);
+            }
+            if (fin.empty()) continue;
+            const double f = stats_of(fin).mean, d = stats_of(no_dl).mean, t = stats_of(no_t).mean;
+            out << "| " << g.label << " | " << g.method << " | " << k << " " << g.runs.front()->names[k] << " | "
+                << fin.size() << " | " << fmt("%.3f", f) << " | " << fmt("%.3f", d) << " | " << fmt("%+.3f", d - f)
+                << " | " << fmt("%.3f", t) << " | " << fmt("%+.3f", t - f) << " |\n";
+        }
+    }
+    if (out.str().empty()) return "";
+    return "## Shared-channel probes (federation.eval_probes; final round, mean over seeds)\n\nThe client's test "
+           "accuracy with its trained middle matrices T, with T replaced by the round's residual D (the "
+           "downloaded mixture sum_j Pi G removed), and with T = 0 (plain LoRA B A).\n\n| scenario | method | client "
+           "| seeds | final acc | without download | change | without T | change |\n|---|---|---|---|---|---|---|---|---|\n" +
+           out.str();
+}
+
 void grouped_tables(const std::vector<std::string>& paths, const std::vector<MethodPair>& compare, std::ostringstream& md,
                     std::ostringstream& csv, std::ostringstream& summary_csv) {
     Notes notes;
@@ -841,6 +896,8 @@ void grouped_tables(const std::vector<std::string>& paths, const std::vector<Met
     body << "\n" << summary_tables(groups, summary_csv) << "\n" << runs_table(groups);
     const std::string paired = paired_tables(groups, compare, notes);
     if (!paired.empty()) body << "\n" << paired;
+    const std::string probes = probe_table(groups);
+    if (!probes.empty()) body << "\n" << probes;
     std::vector<const RunSummary*> all;
     for (const auto& r : runs) all.push_back(&r);
     body << "\n" << provenance_table(all, notes);

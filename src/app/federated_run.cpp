@@ -528,6 +528,7 @@ UploadRecord FederatedRun::upload_record(ClientRuntime& client, int round, bool 
     u.client = client.config().index;
     if (!participated) {  // sat the round out: no accuracy, nothing else to send
         u.row.test_accuracy = u.row.test_accuracy_generate = std::numeric_limits<double>::quiet_NaN();
+        u.row.test_accuracy_no_download = u.row.test_accuracy_no_middle = std::numeric_limits<double>::quiet_NaN();
         return u;
     }
     {
@@ -536,6 +537,8 @@ UploadRecord FederatedRun::upload_record(ClientRuntime& client, int round, bool 
         u.row.train_loss = m.train_loss;
         u.row.test_accuracy = m.test_accuracy;
         u.row.test_accuracy_generate = m.test_accuracy_generate;
+        u.row.test_accuracy_no_download = m.test_accuracy_no_download;
+        u.row.test_accuracy_no_middle = m.test_accuracy_no_middle;
         u.row.tokens = m.tokens;
         u.row.bytes_down = client.progress().bytes_down;
         u.row.train_seconds = m.train_seconds;
@@ -651,6 +654,7 @@ RoundTable FederatedRun::tabulate_uploads(const RoundReports& reports, const std
         ClientMetricsRow& row = table.rows[k];
         row.participated = row.excluded = 1.0;
         row.test_accuracy = row.test_accuracy_generate = row.train_loss = std::nan("");
+        row.test_accuracy_no_download = row.test_accuracy_no_middle = std::nan("");
         table.exclusions.push_back("client " + std::to_string(k) + ": no upload within round_timeout");
     }
     if (server_) {

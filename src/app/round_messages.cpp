@@ -148,7 +148,8 @@ BankUpload get_bank_values(ByteReader& r, const UploadLayout& layout, int32_t cl
     return u;
 }
 
-constexpr size_t kUploadHeaderBytes = sizeof(int32_t) + 12 * sizeof(double) + sizeof(uint8_t);
+// The client index, one double per metric column, and whether values follow.
+size_t upload_header_bytes() { return sizeof(int32_t) + metric_columns().size() * sizeof(double) + sizeof(uint8_t); }
 
 }  // namespace
 
@@ -176,7 +177,9 @@ const std::vector<MetricColumn>& metric_columns() {
         {"bytes_down", &R::bytes_down},       {"mask_density", &R::mask_density},
         {"train_seconds", &R::train_seconds}, {"eval_seconds", &R::eval_seconds},
         {"excluded", &R::excluded},           {"participated", &R::participated},
-        {"mask_changed", &R::mask_changed}};
+        {"mask_changed", &R::mask_changed},
+        {"test_accuracy_no_download", &R::test_accuracy_no_download},
+        {"test_accuracy_no_middle", &R::test_accuracy_no_middle}};
     return columns;
 }
 
@@ -396,8 +399,9 @@ UploadRecord decode_upload_header(const Bytes& record) {
 }
 
 void decode_upload_values(const Bytes& record, const UploadLayout& layout, UploadRecord& u) {
-    if (record.size() < kUploadHeaderBytes) throw MessageError("upload record: message truncated");
-    ByteReader r(record.data() + kUploadHeaderBytes, record.size() - kUploadHeaderBytes, "upload record");
+    const size_t header = upload_header_bytes();
+    if (record.size() < header) throw MessageError("upload record: message truncated");
+    ByteReader r(record.data() + header, record.size() - header, "upload record");
     u.values = layout.family;
     if (layout.family == MethodFamily::kLoraBaseline) {
         u.lora.client = u.client;

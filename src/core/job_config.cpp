@@ -213,6 +213,7 @@ const std::vector<Field<FederationConfig>>& federation_fields() {
         real_field("max_abs_value", &F::max_abs_value, 0.0, 1e30),
         int_field("eval_examples", &F::eval_examples, 0, 100000000),
         bool_field("eval_generate", &F::eval_generate),
+        bool_field("eval_probes", &F::eval_probes),
     };
     return f;
 }

@@ -58,13 +58,16 @@ void expect_message_error(F f, const std::string& needle) {
     }
 }
 
+// An upload record's header: the client index, one double per metric column, the values flag.
+size_t upload_header_size() { return sizeof(int32_t) + metric_columns().size() * sizeof(double) + sizeof(uint8_t); }
+
 }  // namespace
 
 TEST(RoundMessages, MetricColumnsNameEveryDatasetOnce) {
     const auto& names = client_metric_names();
     ASSERT_EQ(names.size(), metric_columns().size());
     EXPECT_EQ(names.front(), "train_loss");
-    EXPECT_EQ(names.back(), "mask_changed");
+    EXPECT_EQ(names.back(), "test_accuracy_no_middle");
     for (size_t i = 0; i < names.size(); ++i)
         for (size_t j = i + 1; j < names.size(); ++j) EXPECT_NE(names[i], names[j]);
 }
@@ -88,8 +91,8 @@ TEST(RoundMessages, UploadRecordRoundTripsWithAndWithoutTaylor) {
         if (taylor) {
             EXPECT_TRUE(torch::equal(d.bank.grad_scale, u.bank.grad_scale));
         }
-        // The values' bytes: everything after the 101-byte header (client, 12 metrics, flag).
-        EXPECT_DOUBLE_EQ(d.value_bytes, static_cast<double>(bytes.size() - 101));
+        // The values' bytes: everything after the header (client, the metrics, flag).
+        EXPECT_DOUBLE_EQ(d.value_bytes, static_cast<double>(bytes.size() - upload_header_size()));
     }
 }
 
@@ -119,7 +122,7 @@ TEST(RoundMessages, LocalAndLoraRecordsRoundTrip) {
 
 TEST(RoundMessages, TruncatedOrPaddedUploadValuesAreRefused) {
     const Bytes bytes = encode_upload_record(bank_record(1, true));
-    for (size_t cut : {size_t{1}, size_t{7}, size_t{40}, bytes.size() - 102}) {
+    for (size_t cut : {size_t{1}, size_t{7}, size_t{40}, bytes.size() - upload_header_size() - 1}) {
         Bytes shorter(bytes.begin(), bytes.end() - static_cast<long>(cut));
         UploadRecord d = decode_upload_header(shorter);
         expect_message_error([&] { decode_upload_values(shorter, bank_layout(), d); }, "upload record");

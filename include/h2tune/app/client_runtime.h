@@ -39,6 +39,8 @@ struct ClientRoundMetrics {
     double train_loss = 0;
     double test_accuracy = 0;
     double test_accuracy_generate = -1;
+    double test_accuracy_no_download = -1;  // federation.eval_probes (round_messages.h ClientMetricsRow)
+    double test_accuracy_no_middle = -1;
     double tokens = 0;
     double train_seconds = 0;
     double eval_seconds = 0;
@@ -144,6 +146,8 @@ private:
     void load_model(BaseModelPool* pool);
     void release_gradients();  // after a round: a client's gradients need not stay resident
     void activate();  // this client's adapters and forward settings on the (possibly shared) model
+    EvalResult score_test_split(const EvalOptions& options);  // data parallel: the group's counts summed
+    void evaluate_probes(ClientRoundMetrics& m);              // federation.eval_probes
     void load_data();
     void build_trainer(const JobConfig& job, int64_t global_layers);
     void receive_slices(const torch::Tensor& slices);

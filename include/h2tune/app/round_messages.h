@@ -62,6 +62,11 @@ struct ClientMetricsRow {
     double excluded = 0;
     double participated = 0;
     double mask_changed = 0;
+    // federation.eval_probes (H2Tune methods; -1 otherwise): label-likelihood accuracy with every
+    // middle matrix T replaced by this round's residual D (the downloaded mixture removed), and
+    // with T = 0 (the adapter is plain LoRA B A).
+    double test_accuracy_no_download = -1;
+    double test_accuracy_no_middle = -1;
 };
 struct MetricColumn {
     const char* name;

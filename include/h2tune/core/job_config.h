@@ -54,6 +54,7 @@ struct FederationConfig {
     double max_abs_value = 1e4;        // uploads with a larger |value| are rejected (0 = no limit)
     int eval_examples = 0;             // cap on test examples per client per round (0 = all)
     bool eval_generate = true;         // also evaluate by greedy generation + exact match
+    bool eval_probes = false;          // H2Tune: also score without the downloaded mixture / without T
 };
 
 struct ClientConfig {
