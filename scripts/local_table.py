@@ -1,6 +1,8 @@
 #!/usr/bin/python3
 """Markdown table (size x task) from the runs of scripts/local_table.sh: per cell the mean over
-the seeds that ran, the spread of the final accuracy and the worst seed's margin over majority."""
+the seeds that ran, the spread of the final accuracy and the worst seed's margin over majority;
+then which weights the runs used (the base-model fingerprint each metrics.h5 records, with the
+model's family and held-out loss from its pretrain.json), the code and the CPU."""
 import glob
 import os
 import statistics
@@ -23,7 +25,12 @@ def read_run(path):
         if len(acc) < int(f.attrs["rounds_planned"]):
             raise OSError(f"{len(acc)} of {f.attrs['rounds_planned']} rounds")
         train_s = f["metrics/train_seconds"][:, 0].sum()
+        attr = lambda group, key: group.attrs[key] if key in group.attrs else ""
         return name, {
+            "weights": attr(f["clients"], "base_model_0"),
+            "git_sha": attr(f, "git_sha"),
+            "cpu": attr(f, "cpu_model"),
+            "model_dir": config.get("client.0.model_dir", ""),
             "seed": config["run.seed"],
             "lr": config["client.0.lr"],
             "majority": f["clients/majority_rate"][0],
@@ -62,6 +69,40 @@ def main(out_dir: str) -> None:
     lrs = sorted({r["lr"] for runs in cells.values() for r in runs})
     print(f"\n{met} of {len(cells)} cells at least {BAR * 100:.0f} points above majority in every seed "
           f"(lr {', '.join(lrs)}).")
+    print_provenance(cells)
+
+
+def pretrain_log(model_dir):
+    import json
+    try:
+        with open(os.path.join(model_dir, "pretrain.json")) as f:
+            return json.load(f)
+    except OSError:
+        return {}
+
+
+def print_provenance(cells):
+    """One row per (size, weights): a size with two rows was run on two different models."""
+    used = defaultdict(lambda: {"runs": 0, "model_dir": ""})
+    shas, cpus = set(), set()
+    for (size, _), runs in cells.items():
+        for r in runs:
+            u = used[(size, r["weights"])]
+            u["runs"] += 1
+            u["model_dir"] = u["model_dir"] or r["model_dir"] or os.path.join("data", "models", size)
+            shas.add(r["git_sha"])
+            cpus.add(r["cpu"])
+    print("\n| size | family | held-out loss | runs | weights (model.safetensors size:FNV-1a 64) | config.json | tokenizer |")
+    print("|---|---|---|---|---|---|---|")
+    for (size, weights), u in sorted(used.items(), key=lambda x: (ORDER.get(x[0][0], 9), x[0][1])):
+        files = dict(line.split(" ", 1) for line in weights.splitlines() if " " in line)
+        log = pretrain_log(u["model_dir"])
+        same = log.get("fingerprint", "").strip() == weights.strip()
+        family = log.get("model_type", "?") if same else "?"
+        held = f"{log['heldout_loss']:.4f}" if same and "heldout_loss" in log else "?"
+        print(f"| {size} | {family} | {held} | {u['runs']} | {files.get('model.safetensors', '?')} | "
+              f"{files.get('config.json', '?')} | {files.get('tokenizer', '?')} |")
+    print(f"\nCode: {', '.join(sorted(shas))}; CPU: {', '.join(sorted(cpus))}.")
 
 
 if __name__ == "__main__":
