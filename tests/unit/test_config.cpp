@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <string>
 
@@ -105,13 +106,14 @@ TEST(JobConfig, LoadsFromFileAndReportsMissingFile) {
     EXPECT_THROW(load_job_config(path + ".missing"), ConfigError);
 }
 
+// Every job file under jobs/ (and bench/), so that a new scenario cannot ship with a bad key.
 TEST(JobConfig, ShippedJobFilesParse) {
-    for (const char* name : {"default.ini", "local_single.ini", "smoke.ini", "smoke_federated.ini", "scenario_hybrid.ini",
-                             "scenario_model_het.ini", "scenario_ranks.ini", "scale.ini"}) {
-        std::string path = std::string(H2TUNE_SOURCE_DIR) + "/jobs/" + name;
-        if (!std::ifstream(path)) continue;
-        EXPECT_NO_THROW(load_job_config(path)) << path;
-    }
+    std::vector<std::string> paths;
+    for (const char* dir : {"/jobs", "/bench"})
+        for (const auto& entry : std::filesystem::directory_iterator(std::string(H2TUNE_SOURCE_DIR) + dir))
+            if (entry.path().extension() == ".ini") paths.push_back(entry.path().string());
+    EXPECT_GE(paths.size(), 10u);  // the nine of jobs/ and bench/scale_federated.ini
+    for (const auto& path : paths) EXPECT_NO_THROW(load_job_config(path)) << path;
 }
 
 // Table of malformed inputs: each must fail with a message naming the problem and its place.
