@@ -38,6 +38,7 @@ struct RunSummary {
     std::vector<std::string> names;
     std::vector<double> majority, final_acc, final_gen, best_acc, bytes_up, bytes_down, seconds;
     std::vector<int64_t> best_round;
+    std::vector<int64_t> final_round;  // the round "final" refers to per client (-1: never evaluated)
     // Used by the grouped tables.
     std::map<std::string, std::string> config;  // "section.key" -> value, from /config
     std::string scenario, seed;
@@ -113,19 +114,17 @@ int64_t rounds_recorded(const Hdf5File& f, const char* const (&names)[N]) {
 
 // The probes' values in the round that gave each client its final accuracy (files from before
 // federation.eval_probes, or runs without it, hold none: NaN).
-void read_final_probes(const Hdf5File& f, RunSummary& s, const std::vector<double>& acc) {
+void read_final_probes(const Hdf5File& f, RunSummary& s) {
     const int64_t K = s.clients;
     const auto final_of = [&](const char* name) {
         std::vector<double> out(static_cast<size_t>(K), kNaN);
         if (!f.exists(name)) return out;
         const std::vector<double> v = read_shaped(f, s.path, name, {s.rounds, K}, "rounds x num_clients");
-        for (int64_t k = 0; k < K; ++k)
-            for (int64_t r = s.rounds - 1; r >= 0; --r) {
-                const size_t i = static_cast<size_t>(r * K + k);
-                if (!std::isfinite(acc[i])) continue;
-                if (v[i] >= 0) out[static_cast<size_t>(k)] = v[i];  // -1: not measured
-                break;
-            }
+        for (int64_t k = 0; k < K; ++k) {
+            const int64_t r = s.final_round[static_cast<size_t>(k)];
+            const double value = r >= 0 ? v[static_cast<size_t>(r * K + k)] : -1.0;
+            if (value >= 0) out[static_cast<size_t>(k)] = value;  // -1: not measured
+        }
         return out;
     };
     s.final_no_download = final_of("/metrics/test_accuracy_no_download");
@@ -158,7 +157,7 @@ RunSummary summarise(const std::string& dir_or_file) {
     for (int64_t k = 0; k < K; ++k) {
         s.names.push_back(f.string_attribute("/clients", "name_" + std::to_string(k)));
         double best = -1, tu = 0, td = 0, sec = 0, last_acc = kNaN, last_gen = kNaN, in = 0;
-        int64_t best_r = 0;
+        int64_t best_r = 0, last_r = -1;
         for (int64_t r = 0; r < s.rounds; ++r) {
             const size_t i = static_cast<size_t>(r * K + k);
             if (acc[i] > best) {
@@ -170,6 +169,7 @@ RunSummary summarise(const std::string& dir_or_file) {
             if (std::isfinite(acc[i])) {
                 last_acc = acc[i];
                 last_gen = gen[i];
+                last_r = r;
                 in += 1;
             }
             tu += finite_or_zero(up[i]);
@@ -180,6 +180,7 @@ RunSummary summarise(const std::string& dir_or_file) {
         s.final_gen.push_back(last_gen);
         s.best_acc.push_back(best);
         s.best_round.push_back(best_r);
+        s.final_round.push_back(last_r);
         s.bytes_up.push_back(tu);
         s.bytes_down.push_back(td);
         s.seconds.push_back(sec);
@@ -202,7 +203,7 @@ RunSummary summarise(const std::string& dir_or_file) {
         const std::string name = "base_model_" + std::to_string(k);
         s.base_models.push_back(f.has_attribute("/clients", name) ? f.string_attribute("/clients", name) : "");
     }
-    read_final_probes(f, s, acc);
+    read_final_probes(f, s);
     return s;
 }
 

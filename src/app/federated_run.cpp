@@ -527,8 +527,7 @@ UploadRecord FederatedRun::upload_record(ClientRuntime& client, int round, bool 
     UploadRecord u;
     u.client = client.config().index;
     if (!participated) {  // sat the round out: no accuracy, nothing else to send
-        u.row.test_accuracy = u.row.test_accuracy_generate = std::numeric_limits<double>::quiet_NaN();
-        u.row.test_accuracy_no_download = u.row.test_accuracy_no_middle = std::numeric_limits<double>::quiet_NaN();
+        clear_accuracies(u.row);
         return u;
     }
     {
@@ -653,8 +652,8 @@ RoundTable FederatedRun::tabulate_uploads(const RoundReports& reports, const std
         // Its rank missed the round's deadline: the round goes on without it.
         ClientMetricsRow& row = table.rows[k];
         row.participated = row.excluded = 1.0;
-        row.test_accuracy = row.test_accuracy_generate = row.train_loss = std::nan("");
-        row.test_accuracy_no_download = row.test_accuracy_no_middle = std::nan("");
+        clear_accuracies(row);
+        row.train_loss = std::nan("");
         table.exclusions.push_back("client " + std::to_string(k) + ": no upload within round_timeout");
     }
     if (server_) {

@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
+
 #include "h2tune/core/error.h"
 #include "h2tune/core/wire.h"
 
@@ -148,10 +150,9 @@ BankUpload get_bank_values(ByteReader& r, const UploadLayout& layout, int32_t cl
     return u;
 }
 
-// The client index, one double per metric column, and whether values follow.
-size_t upload_header_bytes() { return sizeof(int32_t) + metric_columns().size() * sizeof(double) + sizeof(uint8_t); }
-
 }  // namespace
+
+size_t upload_header_bytes() { return sizeof(int32_t) + metric_columns().size() * sizeof(double) + sizeof(uint8_t); }
 
 std::string message_kind_name(MessageKind kind) {
     switch (kind) {
@@ -181,6 +182,11 @@ const std::vector<MetricColumn>& metric_columns() {
         {"test_accuracy_no_download", &R::test_accuracy_no_download},
         {"test_accuracy_no_middle", &R::test_accuracy_no_middle}};
     return columns;
+}
+
+void clear_accuracies(ClientMetricsRow& row) {
+    row.test_accuracy = row.test_accuracy_generate = std::nan("");
+    row.test_accuracy_no_download = row.test_accuracy_no_middle = std::nan("");
 }
 
 const std::vector<std::string>& client_metric_names() {

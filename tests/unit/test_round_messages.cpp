@@ -58,9 +58,6 @@ void expect_message_error(F f, const std::string& needle) {
     }
 }
 
-// An upload record's header: the client index, one double per metric column, the values flag.
-size_t upload_header_size() { return sizeof(int32_t) + metric_columns().size() * sizeof(double) + sizeof(uint8_t); }
-
 }  // namespace
 
 TEST(RoundMessages, MetricColumnsNameEveryDatasetOnce) {
@@ -92,7 +89,7 @@ TEST(RoundMessages, UploadRecordRoundTripsWithAndWithoutTaylor) {
             EXPECT_TRUE(torch::equal(d.bank.grad_scale, u.bank.grad_scale));
         }
         // The values' bytes: everything after the header (client, the metrics, flag).
-        EXPECT_DOUBLE_EQ(d.value_bytes, static_cast<double>(bytes.size() - upload_header_size()));
+        EXPECT_DOUBLE_EQ(d.value_bytes, static_cast<double>(bytes.size() - upload_header_bytes()));
     }
 }
 
@@ -122,7 +119,7 @@ TEST(RoundMessages, LocalAndLoraRecordsRoundTrip) {
 
 TEST(RoundMessages, TruncatedOrPaddedUploadValuesAreRefused) {
     const Bytes bytes = encode_upload_record(bank_record(1, true));
-    for (size_t cut : {size_t{1}, size_t{7}, size_t{40}, bytes.size() - upload_header_size() - 1}) {
+    for (size_t cut : {size_t{1}, size_t{7}, size_t{40}, bytes.size() - upload_header_bytes() - 1}) {
         Bytes shorter(bytes.begin(), bytes.end() - static_cast<long>(cut));
         UploadRecord d = decode_upload_header(shorter);
         expect_message_error([&] { decode_upload_values(shorter, bank_layout(), d); }, "upload record");

@@ -74,6 +74,9 @@ struct MetricColumn {
 };
 // The /metrics datasets, in the order upload records carry them.
 const std::vector<MetricColumn>& metric_columns();
+// A row of a client that was not evaluated (sat the round out, or missed its deadline): every
+// accuracy column NaN.
+void clear_accuracies(ClientMetricsRow& row);
 const std::vector<std::string>& client_metric_names();
 
 // ------------------------------------------------------------------ start of a run
@@ -159,6 +162,9 @@ struct UploadLayout {
     bool dense = false;
 };
 Bytes encode_upload_record(const UploadRecord& record);
+// Bytes before an upload record's values: the client index, one double per metric column, and
+// whether values follow.
+size_t upload_header_bytes();
 // The client id, metrics row and which values follow; throws MessageError.
 UploadRecord decode_upload_header(const Bytes& record);
 // The values after the header into `out` (decode_upload_header's result); throws MessageError
