@@ -6,6 +6,12 @@ Per scenario (the job's [run] name) two figures, one line per method:
   <scenario>_accuracy_bytes.png  the same against cumulative bytes (up + down, all clients) on a
                                  log x-axis; methods that send nothing (local, or LoRA baselines
                                  whose clients all train alone) are a dotted horizontal line
+and, when a scenario's runs differ only in one client's training-set size
+(`client.K.train_examples`, as in the scarce-data sweep), a third:
+  <scenario>_accuracy_size.png   client K's final accuracy against its training examples, one line
+                                 per method (band = +-1 std over seeds), and beside it each method's
+                                 paired difference to `local` over the seeds both ran, with the
+                                 95 % Student-t interval
 Lines are the mean over seeds, the band is +- one sample standard deviation over seeds (n > 1).
 With partial participation a client's accuracy in a round it sat out is its latest earlier
 evaluation (rounds before its first evaluation leave it out of the mean).
@@ -22,6 +28,7 @@ Needs Debian's python3-h5py and python3-matplotlib (hence /usr/bin/python3).
 import argparse
 import math
 import os
+import re
 import sys
 
 try:
@@ -104,6 +111,7 @@ def load(path, metric):
         "config": config,
         "implied": implied_keys(method, acc.shape[1]),
         "acc": mean_acc,  # [rounds]
+        "final_clients": filled[-1],  # [clients]: each client's latest evaluation
         "cum_bytes": np.cumsum((up + down).sum(axis=1)),  # [rounds]
     }
 
@@ -209,6 +217,102 @@ def plot_scenario(label, methods, out_dir, metric, dpi):
     return written
 
 
+# Two-sided 95 % Student-t quantiles t_{0.975, df} for df = 1..30 (beyond: the normal 1.96).
+T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+        2.045, 2.042]
+
+
+def t975(df):
+    return T975[df - 1] if df <= len(T975) else 1.96
+
+
+SIZE_KEY = re.compile(r"^client\.(\d+)\.train_examples$")
+
+
+def size_sweep_client(runs):
+    """K when the runs of one scenario differ (apart from seeds and method-implied keys) only in
+    client.K.train_examples, else None."""
+    keys = set()
+    for r in runs:
+        keys |= set(r["config"])
+    keys -= IGNORED_KEYS
+    differing = [k for k in sorted(keys)
+                 if len({r["config"].get(k, "") for r in runs if k not in r["implied"]}) > 1]
+    if len(differing) != 1 or not SIZE_KEY.match(differing[0]):
+        return None
+    return int(SIZE_KEY.match(differing[0]).group(1))
+
+
+def size_sweep_finals(runs, client):
+    """{method: {train_examples: {seed: client's final accuracy}}} (0 = the whole split: no point)."""
+    key = f"client.{client}.train_examples"
+    by_method = {}
+    for r in runs:
+        size = int(r["config"].get(key, "0") or 0)
+        if size > 0:
+            by_method.setdefault(r["method"], {}).setdefault(size, {})[r["seed"]] = float(r["final_clients"][client])
+    return by_method
+
+
+def paired_against(finals, other):
+    """Per size, the mean of (finals - other) over the seeds both ran and the half-width of its 95 %
+    Student-t interval: [(size, seeds, mean, half_width)], sizes with fewer than 2 shared seeds left out."""
+    points = []
+    for n in sorted(finals):
+        shared = sorted(set(finals[n]) & set(other.get(n, {})))
+        if len(shared) < 2:
+            continue
+        d = np.array([finals[n][s] - other[n][s] for s in shared], dtype=float)
+        points.append((n, len(d), float(d.mean()), t975(len(d) - 1) * float(d.std(ddof=1)) / math.sqrt(len(d))))
+    return points
+
+
+def plot_size_sweep(scenario, runs, client, out_dir, metric, dpi):
+    by_method = size_sweep_finals(runs, client)
+    if not by_method:
+        return []
+    key = f"client.{client}.train_examples"
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, (ax_a, ax_d) = plt.subplots(1, 2, figsize=(12, 4.5))
+    all_sizes = sorted({n for finals in by_method.values() for n in finals})
+    for method in sorted(by_method, key=method_key):
+        color = colors[method_key(method)[0] % len(colors)]
+        sizes = sorted(by_method[method])
+        vals = [np.array(list(by_method[method][n].values()), dtype=float) for n in sizes]
+        mean = np.array([v.mean() for v in vals])
+        std = np.array([v.std(ddof=1) if len(v) > 1 else 0.0 for v in vals])
+        seeds = sorted({len(v) for v in vals})
+        ax_a.plot(sizes, mean, marker="o", color=color, label=f"{method} (seeds {'/'.join(map(str, seeds))})")
+        ax_a.fill_between(sizes, mean - std, mean + std, color=color, alpha=0.2)
+        if method == "local" or "local" not in by_method:
+            continue
+        points = paired_against(by_method[method], by_method["local"])
+        if points:
+            xs, _, ds, hs = zip(*points)
+            ax_d.errorbar(xs, ds, yerr=hs, marker="o", capsize=4, color=color, label=f"{method} - local")
+    ax_d.axhline(0.0, color="grey", linewidth=0.8)
+    for ax in (ax_a, ax_d):
+        ax.set_xscale("log")
+        ax.set_xticks(all_sizes)
+        ax.set_xticklabels([str(n) for n in all_sizes])
+        ax.minorticks_off()
+        ax.set_xlabel(f"client {client}'s training examples ({key})")
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+    suffix = " (generate)" if metric.endswith("generate") else ""
+    ax_a.set_ylabel(f"client {client}'s final accuracy{suffix}")
+    ax_a.set_title(f"{scenario}: accuracy against training-set size (band = ±1 std)")
+    ax_d.set_ylabel("paired difference in final accuracy")
+    ax_d.set_title("minus local, paired over seeds (95 % Student-t interval)")
+    fig.tight_layout()
+    path = os.path.join(out_dir, f"{safe(scenario)}_accuracy_size.png")
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return [path]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("paths", nargs="+", help="run directories, metrics.h5 files or directories to search")
@@ -225,6 +329,14 @@ def main():
     for label, methods in group_runs(runs).items():
         for path in plot_scenario(label, methods, out_dir, args.metric, args.dpi):
             print(path)
+    by_scenario = {}
+    for r in runs:
+        by_scenario.setdefault(r["scenario"], []).append(r)
+    for scenario, members in by_scenario.items():
+        client = size_sweep_client(members)
+        if client is not None:
+            for path in plot_size_sweep(scenario, members, client, out_dir, args.metric, args.dpi):
+                print(path)
 
 
 if __name__ == "__main__":
