@@ -20,7 +20,8 @@ if [[ ! -s $MODELS/tokenizer.json ]]; then
   "$H2TUNE" tokenizer --corpus "$CORPUS" --vocab-size 4096 --out "$MODELS/tokenizer.json"
 fi
 
-# name  steps  peak-lr   (batch 16 x 128 tokens; budgets sized for a few minutes each on 2 cores)
+# name  steps  peak-lr   (batch 16 x 128 tokens; budgets sized so that the three take about 30
+# minutes on 2 cores: h2-base's step costs about 4x h2-tiny's, 1.2-1.5 s)
 while read -r name steps lr; do
   [[ -z $name ]] && continue
   if [[ -s $MODELS/$name/model.safetensors && -s $MODELS/$name/config.json ]]; then
@@ -33,7 +34,7 @@ while read -r name steps lr; do
     --heldout "$HELDOUT" --out "$MODELS/$name" --steps "$steps" --lr "$lr" --batch-size 16 --seq-len 128 \
     --warmup 100 --seed 1234 --log-every 100
 done <<'LIST'
-h2-tiny  2000 2e-3
-h2-small 1200 1.5e-3
-h2-base  1600 1e-3
+h2-tiny  1000 2e-3
+h2-small 700  1.5e-3
+h2-base  640  1e-3
 LIST
