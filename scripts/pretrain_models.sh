@@ -34,7 +34,7 @@ while read -r name steps lr; do
     --heldout "$HELDOUT" --out "$MODELS/$name" --steps "$steps" --lr "$lr" --batch-size 16 --seq-len 128 \
     --warmup 100 --seed 1234 --log-every 100
 done <<'LIST'
-h2-tiny  1000 2e-3
-h2-small 700  1.5e-3
-h2-base  640  1e-3
+h2-tiny  1400 2e-3
+h2-small 1000 1.5e-3
+h2-base  800  1e-3
 LIST
