@@ -21,7 +21,7 @@ if [[ ! -s $MODELS/tokenizer.json ]]; then
 fi
 
 # name  steps  peak-lr   (batch 16 x 128 tokens; budgets sized so that the three take about 30
-# minutes on 2 cores: h2-base's step costs about 4x h2-tiny's, 1.2-1.5 s)
+# minutes on 2 cores: h2-base's step costs about 3x h2-tiny's)
 while read -r name steps lr; do
   [[ -z $name ]] && continue
   if [[ -s $MODELS/$name/model.safetensors && -s $MODELS/$name/config.json ]]; then
@@ -36,5 +36,5 @@ while read -r name steps lr; do
 done <<'LIST'
 h2-tiny  1400 2e-3
 h2-small 1000 1.5e-3
-h2-base  800  1e-3
+h2-base  1100 1.2e-3
 LIST

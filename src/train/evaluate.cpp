@@ -40,26 +40,41 @@ LabelSet make_label_set(const std::vector<std::string>& labels, const BpeTokeniz
     return set;
 }
 
-std::vector<double> score_candidates(LlamaForCausalLM& model, const std::vector<int32_t>& prompt,
-                                     const std::vector<std::vector<int32_t>>& candidates) {
-    torch::NoGradGuard no_grad;
+namespace {
+
+// The prompt run once: its keys and values, and the log-probabilities of the token after it. Both
+// the label scores and greedy generation continue from here, so an evaluated example costs one
+// prompt pass, not two; the LM head runs only at the prompt's last position.
+struct PromptPass {
+    KvCache cache;
+    torch::Tensor next_logits;  // [vocab] float32, on the model's device
+};
+
+PromptPass run_prompt(LlamaForCausalLM& model, const std::vector<int32_t>& prompt) {
+    PromptPass pass;
+    torch::Tensor ids = to_ids(prompt, model_device(model));
+    torch::Tensor hidden = model->model->forward(ids, torch::ones_like(ids), {}, &pass.cache);
+    pass.next_logits = model->logits(hidden.select(1, hidden.size(1) - 1))[0];
+    return pass;
+}
+
+void require_scorable(const std::vector<int32_t>& prompt, const std::vector<std::vector<int32_t>>& candidates) {
+    bool any_empty = false;
+    for (const auto& c : candidates) any_empty = any_empty || c.empty();
+    // Every candidate needs a first token (it is scored from the prompt's last position).
+    if (candidates.empty() || any_empty || prompt.empty())
+        throw DataError("scoring needs a prompt and non-empty candidates");
+}
+
+// Sum of log p(candidate) after the prompt; `pass.cache` is left as it was.
+std::vector<double> score_after(LlamaForCausalLM& model, const PromptPass& pass,
+                                const std::vector<std::vector<int32_t>>& candidates) {
     const int64_t C = static_cast<int64_t>(candidates.size());
     size_t max_len = 0;
-    bool any_empty = false;
-    for (const auto& c : candidates) {
-        max_len = std::max(max_len, c.size());
-        any_empty = any_empty || c.empty();
-    }
-    // Every candidate needs a first token (it is scored from the prompt's last position).
-    if (C == 0 || any_empty || prompt.empty()) throw DataError("scoring needs a prompt and non-empty candidates");
-
+    for (const auto& c : candidates) max_len = std::max(max_len, c.size());
     const torch::Device dev = model_device(model);
-    KvCache cache;
-    torch::Tensor prompt_ids = to_ids(prompt, dev);
-    torch::Tensor prompt_mask = torch::ones_like(prompt_ids);
-    torch::Tensor prompt_logits = model->forward_with_cache(prompt_ids, prompt_mask, {}, &cache);
     // The first candidate token is predicted by the prompt's last position.
-    torch::Tensor first_logp = torch::log_softmax(prompt_logits[0][-1], -1).cpu();
+    torch::Tensor first_logp = torch::log_softmax(pass.next_logits, -1).cpu();
 
     // Candidates right-padded into one batch that attends to C copies of the prompt cache.
     const int64_t L = static_cast<int64_t>(max_len);
@@ -74,7 +89,7 @@ std::vector<double> score_candidates(LlamaForCausalLM& model, const std::vector<
         }
     ids = ids.to(dev);
     mask = mask.to(dev);
-    KvCache expanded = cache.repeat_interleave(C);
+    KvCache expanded = pass.cache.repeat_interleave(C);
     torch::Tensor full_mask = torch::cat({expanded.mask, mask}, 1);
     torch::Tensor logp = torch::log_softmax(model->forward_with_cache(ids, full_mask, {}, &expanded), -1).cpu();
 
@@ -88,6 +103,34 @@ std::vector<double> score_candidates(LlamaForCausalLM& model, const std::vector<
         scores[static_cast<size_t>(c)] = s;
     }
     return scores;
+}
+
+// Greedy decoding from the prompt's pass; extends `pass.cache` with the generated tokens.
+std::vector<int32_t> generate_after(LlamaForCausalLM& model, PromptPass& pass, int64_t max_new_tokens,
+                                    int32_t eos_id) {
+    const torch::Device dev = model_device(model);
+    const auto ids_options = torch::TensorOptions().dtype(torch::kInt64).device(dev);
+    std::vector<int32_t> out;
+    torch::Tensor next_logits = pass.next_logits;
+    for (int64_t i = 0; i < max_new_tokens; ++i) {
+        const int32_t next = static_cast<int32_t>(next_logits.argmax().item<int64_t>());
+        if (next == eos_id) break;
+        out.push_back(next);
+        if (i + 1 == max_new_tokens) break;  // the last token needs no successor
+        torch::Tensor ids = torch::full({1, 1}, static_cast<int64_t>(next), ids_options);
+        torch::Tensor mask = torch::ones({1, pass.cache.length() + 1}, ids_options);
+        next_logits = model->forward_with_cache(ids, mask, {}, &pass.cache)[0][-1];
+    }
+    return out;
+}
+
+}  // namespace
+
+std::vector<double> score_candidates(LlamaForCausalLM& model, const std::vector<int32_t>& prompt,
+                                     const std::vector<std::vector<int32_t>>& candidates) {
+    torch::NoGradGuard no_grad;
+    require_scorable(prompt, candidates);
+    return score_after(model, run_prompt(model, prompt), candidates);
 }
 
 std::vector<double> score_candidates_naive(LlamaForCausalLM& model, const std::vector<int32_t>& prompt,
@@ -112,20 +155,10 @@ std::vector<double> score_candidates_naive(LlamaForCausalLM& model, const std::v
 std::vector<int32_t> greedy_generate(LlamaForCausalLM& model, const std::vector<int32_t>& prompt,
                                      int64_t max_new_tokens, int32_t eos_id) {
     torch::NoGradGuard no_grad;
-    const torch::Device dev = model_device(model);
-    KvCache cache;
-    torch::Tensor ids = to_ids(prompt, dev);
-    torch::Tensor mask = torch::ones_like(ids);
-    std::vector<int32_t> out;
-    for (int64_t i = 0; i < max_new_tokens; ++i) {
-        torch::Tensor logits = model->forward_with_cache(ids, mask, {}, &cache);
-        int32_t next = static_cast<int32_t>(logits[0][-1].argmax().item<int64_t>());
-        if (next == eos_id) break;
-        out.push_back(next);
-        ids = torch::full({1, 1}, static_cast<int64_t>(next), torch::TensorOptions().dtype(torch::kInt64).device(dev));
-        mask = torch::ones({1, cache.length() + 1}, torch::TensorOptions().dtype(torch::kInt64).device(dev));
-    }
-    return out;
+    if (prompt.empty()) throw DataError("generation needs a non-empty prompt");
+    if (max_new_tokens <= 0) return {};
+    PromptPass pass = run_prompt(model, prompt);
+    return generate_after(model, pass, max_new_tokens, eos_id);
 }
 
 EvalResult evaluate_classification(LlamaForCausalLM& model, const BpeTokenizer& tokenizer,
@@ -147,11 +180,13 @@ EvalResult evaluate_classification(LlamaForCausalLM& model, const BpeTokenizer& 
     for (int64_t i = share.begin; i < share.end; ++i) {
         const auto& ex = encoded[static_cast<size_t>(i)];
         const std::string& ref = references[static_cast<size_t>(i)];
-        auto scores = score_candidates(model, ex.prompt, labels.ids);
+        require_scorable(ex.prompt, labels.ids);
+        PromptPass pass = run_prompt(model, ex.prompt);
+        auto scores = score_after(model, pass, labels.ids);
         size_t best = static_cast<size_t>(std::max_element(scores.begin(), scores.end()) - scores.begin());
         if (labels.labels[best] == ref) ++correct;
         if (options.generate) {
-            auto gen = greedy_generate(model, ex.prompt, static_cast<int64_t>(max_label) + 2, tokenizer.eos_id());
+            auto gen = generate_after(model, pass, static_cast<int64_t>(max_label) + 2, tokenizer.eos_id());
             // A model's vocabulary may be larger than its tokenizer's (padded embeddings); an id
             // the tokenizer cannot decode never matches a reference.
             const bool decodable = std::all_of(gen.begin(), gen.end(),

@@ -160,6 +160,7 @@ TEST(ScoreCandidates, RejectsEmptyInputs) {
     EXPECT_THROW(score_candidates_naive(model, {1, 2}, {{3}, {}}), DataError);
     // Out-of-vocabulary ids are rejected by the model.
     EXPECT_THROW(score_candidates(model, {1, 2}, {{320}}), Error);
+    EXPECT_THROW(greedy_generate(model, {}, 4, -1), DataError);
 }
 
 // ---------------------------------------------------------------- generation
@@ -174,6 +175,7 @@ TEST(GreedyGenerate, MatchesANaiveArgmaxLoop) {
             EXPECT_EQ(greedy_generate(model, prompt, 5, -1),
                       std::vector<int32_t>(expected.begin(), expected.begin() + 5));
             EXPECT_TRUE(greedy_generate(model, prompt, 0, -1).empty());
+            EXPECT_EQ(greedy_generate(model, prompt, 1, -1), std::vector<int32_t>{expected[0]});
 
             // Stopping at EOS: make the last newly seen token the EOS id.
             size_t k = 0;

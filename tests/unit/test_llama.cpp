@@ -314,7 +314,7 @@ TEST(LlamaConfig, PresetsAreThreeFamilies) {
     EXPECT_TRUE(base.scale_embeddings);
     EXPECT_FALSE(base.sandwich_norms);
     EXPECT_EQ(base.hidden_act, "gelu_pytorch_tanh");
-    EXPECT_EQ(base.head_dim(), 48);
+    EXPECT_EQ(base.head_dim(), 32);
     EXPECT_NE(base.head_dim() * base.num_attention_heads, base.hidden_size);  // the explicit head_dim matters
     for (const LlamaConfig& c : {tiny, small, base}) {
         EXPECT_FALSE(c.norm_unit_offset && c.model_type != "gemma") << c.model_type;
