@@ -42,7 +42,7 @@ LabelSet make_label_set(const std::vector<std::string>& labels, const BpeTokeniz
 
 namespace {
 
-// The prompt run once: its keys and values, and the log-probabilities of the token after it. Both
+// The prompt run once: its keys and values, and the logits of the token after it. Both
 // the label scores and greedy generation continue from here, so an evaluated example costs one
 // prompt pass, not two; the LM head runs only at the prompt's last position.
 struct PromptPass {
@@ -136,9 +136,7 @@ std::vector<double> score_candidates(LlamaForCausalLM& model, const std::vector<
 std::vector<double> score_candidates_naive(LlamaForCausalLM& model, const std::vector<int32_t>& prompt,
                                            const std::vector<std::vector<int32_t>>& candidates) {
     torch::NoGradGuard no_grad;
-    if (candidates.empty() || prompt.empty()) throw DataError("scoring needs a prompt and non-empty candidates");
-    for (const auto& cand : candidates)
-        if (cand.empty()) throw DataError("scoring needs a prompt and non-empty candidates");
+    require_scorable(prompt, candidates);
     std::vector<double> scores;
     for (const auto& cand : candidates) {
         std::vector<int32_t> seq = prompt;
